@@ -1,0 +1,112 @@
+package main
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"hash"
+)
+
+// Errors of the decryption step. All of them are bad input (400).
+var (
+	errBadBase64     = errors.New("encrypt is not valid base64")
+	errBadCiphertext = errors.New("ciphertext is shorter than two blocks or not a multiple of the block size")
+	errBadPadding    = errors.New("ciphertext has invalid PKCS#7 padding (wrong Encrypt Key?)")
+)
+
+// signer computes the platform's request signatures. It holds the secrets
+// and derived keys, so they are computed once rather than per request.
+type signer struct {
+	verificationToken []byte
+	encryptKey        []byte
+	block             cipher.Block // AES-256 with SHA-256(encrypt key); nil without a key
+}
+
+func newSigner(verificationToken, encryptKey string) *signer {
+	s := &signer{verificationToken: []byte(verificationToken), encryptKey: []byte(encryptKey)}
+	if encryptKey != "" {
+		key := sha256.Sum256([]byte(encryptKey))
+		s.block, _ = aes.NewCipher(key[:]) // a 32-byte key never fails
+	}
+	return s
+}
+
+// digest returns H(timestamp ‖ nonce ‖ secret ‖ body), the construction both
+// generations use (PROTOCOL §3).
+func digest(h hash.Hash, timestamp, nonce string, secret, body []byte) []byte {
+	h.Write([]byte(timestamp))
+	h.Write([]byte(nonce))
+	h.Write(secret)
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+// signatureMatches reports in constant time whether the hex signature sig
+// equals want. Upper-case hex is accepted.
+func signatureMatches(sig string, want []byte) bool {
+	got := make([]byte, hex.DecodedLen(len(sig)))
+	if _, err := hex.Decode(got, []byte(sig)); err != nil {
+		return false
+	}
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// legacySignature is the hex SHA-1 signature of a legacy callback (PROTOCOL §3.1).
+func (s *signer) legacySignature(timestamp, nonce string, body []byte) []byte {
+	return digest(sha1.New(), timestamp, nonce, s.verificationToken, body)
+}
+
+// newSignature is the SHA-256 signature of a new-generation callback (PROTOCOL §3.2).
+func (s *signer) newSignature(timestamp, nonce string, body []byte) []byte {
+	return digest(sha256.New(), timestamp, nonce, s.encryptKey, body)
+}
+
+// decrypt opens an {"encrypt":…} envelope (PROTOCOL §4): base64, IV in the
+// first block, AES-256-CBC, strict PKCS#7 padding.
+func (s *signer) decrypt(encrypted string) ([]byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(encrypted)
+	if err != nil {
+		return nil, errBadBase64
+	}
+	return decryptCBC(s.block, raw)
+}
+
+func decryptCBC(block cipher.Block, raw []byte) ([]byte, error) {
+	bs := block.BlockSize()
+	if len(raw) < 2*bs || len(raw)%bs != 0 {
+		return nil, errBadCiphertext
+	}
+	iv, data := raw[:bs], raw[bs:]
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(data, data)
+	n := int(data[len(data)-1])
+	if n == 0 || n > bs {
+		return nil, errBadPadding
+	}
+	pad := data[len(data)-n:]
+	for _, b := range pad {
+		if int(b) != n {
+			return nil, errBadPadding
+		}
+	}
+	return data[:len(data)-n], nil
+}
+
+// encrypt is the inverse of decrypt, used by the simulator and the tests to
+// build requests exactly as the platform does. iv must be one block long.
+func (s *signer) encrypt(plaintext, iv []byte) string {
+	bs := s.block.BlockSize()
+	n := bs - len(plaintext)%bs
+	buf := make([]byte, bs+len(plaintext)+n)
+	copy(buf, iv)
+	copy(buf[bs:], plaintext)
+	for i := len(buf) - n; i < len(buf); i++ {
+		buf[i] = byte(n)
+	}
+	cipher.NewCBCEncrypter(s.block, iv).CryptBlocks(buf[bs:], buf[bs:])
+	return base64.StdEncoding.EncodeToString(buf)
+}

@@ -1,0 +1,3 @@
+module cardcallback
+
+go 1.24

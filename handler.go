@@ -1,0 +1,159 @@
+package main
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// verifier proves that a callback comes from the platform (PROTOCOL §3)
+// and opens encrypted envelopes (§4). With no verification token it is in
+// development mode and proves nothing.
+type verifier struct {
+	*signer
+	dev bool
+}
+
+var (
+	errBadSignature = fmt.Errorf("%w: X-Lark-Signature does not match (check FEISHU_VERIFICATION_TOKEN and FEISHU_ENCRYPT_KEY)", errUnauthorized)
+	errNoSignature  = fmt.Errorf("%w: the request carries no X-Lark-Signature", errUnauthorized)
+	errBadToken     = fmt.Errorf("%w: token does not match FEISHU_VERIFICATION_TOKEN", errUnauthorized)
+	errNoKey        = fmt.Errorf("%w: the body is encrypted but no Encrypt Key is configured (set FEISHU_ENCRYPT_KEY)", errBadRequest)
+)
+
+// signed holds what verification reads from the request headers. Header
+// names are matched case-insensitively by http.Header.
+type signed struct {
+	timestamp, nonce, signature string
+}
+
+func signedFrom(h http.Header) signed {
+	return signed{h.Get("X-Lark-Request-Timestamp"), h.Get("X-Lark-Request-Nonce"), h.Get("X-Lark-Signature")}
+}
+
+// open verifies and decodes one callback body. The signature is checked over
+// the raw bytes before anything is decoded; what it proves is then required
+// of the kind of body found inside.
+func (v *verifier) open(sig signed, body []byte, in *inbound) (kind, error) {
+	signatureOK := false
+	if !v.dev && sig.signature != "" {
+		signatureOK = (v.block != nil && signatureMatches(sig.signature, v.newSignature(sig.timestamp, sig.nonce, body))) ||
+			signatureMatches(sig.signature, v.legacySignature(sig.timestamp, sig.nonce, body))
+	}
+	if err := decodeInbound(body, in); err != nil {
+		return 0, fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	if in.Encrypt != nil {
+		if v.block == nil {
+			return 0, errNoKey
+		}
+		plain, err := v.decrypt(*in.Encrypt)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %v", errBadRequest, err)
+		}
+		*in = inbound{}
+		if err := decodeInbound(plain, in); err != nil {
+			return 0, fmt.Errorf("%w: decrypted %v", errBadRequest, err)
+		}
+		if in.Encrypt != nil {
+			return 0, fmt.Errorf("%w: envelope inside an envelope", errBadRequest)
+		}
+	}
+	k := in.kind()
+	if v.dev {
+		return k, nil
+	}
+	switch {
+	case k == kindChallenge:
+		// A challenge carries no signature headers (PROTOCOL §2.3).
+		if !v.tokenMatches(in.Token) {
+			return 0, errBadToken
+		}
+	case signatureOK:
+	case k == kindNew && v.block == nil:
+		// Without an Encrypt Key the new generation is not signed.
+		if !v.tokenMatches(in.Header.Token) {
+			return 0, errBadToken
+		}
+	case sig.signature == "":
+		return 0, errNoSignature
+	default:
+		return 0, errBadSignature
+	}
+	return k, nil
+}
+
+func (v *verifier) tokenMatches(token string) bool {
+	return subtle.ConstantTimeCompare([]byte(token), v.verificationToken) == 1
+}
+
+// handleCallback serves the card request URL: the challenge and both
+// generations of click (PROTOCOL §1).
+func handleCallback(log *slog.Logger, v *verifier, rn *runner) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		var in inbound
+		c, rep, err := serveCallback(w, r, v, rn, &in, start)
+		if err != nil {
+			outcome := OutcomeBadRequest
+			if errors.Is(err, errUnauthorized) {
+				outcome = OutcomeRejected
+			}
+			log.WarnContext(r.Context(), "callback refused", "outcome", outcome, "err", err, "duration", time.Since(start))
+			writeError(w, log, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep.body)
+		if rep.written != nil {
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+			rep.written()
+		}
+		if rep.outcome == OutcomeChallenge {
+			log.InfoContext(r.Context(), "url verification answered")
+			return
+		}
+		log.LogAttrs(r.Context(), levelOf(rep.outcome), "callback",
+			slog.String("generation", c.Generation.String()),
+			slog.String("message_id", c.MessageID),
+			slog.String("open_id", c.OpenID),
+			slog.String("button_type", c.ButtonType),
+			slog.String("outcome", string(rep.outcome)),
+			slog.Duration("duration", time.Since(start)))
+	})
+}
+
+// serveCallback reads, verifies and acts on one callback.
+func serveCallback(w http.ResponseWriter, r *http.Request, v *verifier, rn *runner, in *inbound, start time.Time) (Click, reply, error) {
+	body, err := readBody(w, r)
+	if err != nil {
+		return Click{}, reply{}, err
+	}
+	k, err := v.open(signedFrom(r.Header), body, in)
+	if err != nil {
+		return Click{}, reply{}, err
+	}
+	if k == kindChallenge {
+		b, _ := marshalNoEscape(map[string]string{"challenge": in.Challenge})
+		return Click{}, reply{body: b, outcome: OutcomeChallenge}, nil
+	}
+	c, err := in.click(k)
+	if err != nil {
+		return Click{}, reply{}, fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	return c, rn.click(r.Context(), c, start), nil
+}
+
+func levelOf(o Outcome) slog.Level {
+	switch o {
+	case OutcomeFailure:
+		return slog.LevelError
+	case OutcomeUnauthorized:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"syscall"
+)
+
+// Logic is the business logic of a public_publish click: the full release.
+// A nil error is success; an error's text is shown to the user (at most 200
+// characters). It must honour ctx, which ends at the logic timeout or on
+// shutdown. A Go user plugs their own in run.
+type Logic func(ctx context.Context, c Click) error
+
+// logOnly is the built-in logic: it logs the click and succeeds.
+func logOnly(log *slog.Logger) Logic {
+	return func(ctx context.Context, c Click) error {
+		log.InfoContext(ctx, "full release requested (built-in logic: nothing to run)",
+			"message_id", c.MessageID, "open_id", c.OpenID, "button_id", c.ButtonID)
+		return nil
+	}
+}
+
+// execLogic runs command through /bin/sh -c for each click, with the click
+// in CARD_* variables and action.value on stdin; click data never reaches
+// the command line. environ is the server's environment; secrets are
+// removed from it. On failure the reason is the last non-empty line the
+// command wrote to stderr, or its exit status.
+func execLogic(command string, environ []string) Logic {
+	base := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "FEISHU_") || name == "CARDCALLBACK_ADMIN_TOKEN" || strings.HasPrefix(name, "CARD_") {
+			continue
+		}
+		base = append(base, kv)
+	}
+	return func(ctx context.Context, c Click) error {
+		cmd := exec.Command("/bin/sh", "-c", command)
+		cmd.Env = append(base[:len(base):len(base)],
+			"CARD_OPEN_ID="+c.OpenID,
+			"CARD_USER_ID="+c.UserID,
+			"CARD_UNION_ID="+c.UnionID,
+			"CARD_MESSAGE_ID="+c.MessageID,
+			"CARD_CHAT_ID="+c.ChatID,
+			"CARD_TENANT_KEY="+c.TenantKey,
+			"CARD_BUTTON_TYPE="+c.ButtonType,
+			"CARD_BUTTON_ID="+c.ButtonID,
+			"CARD_EVENT_ID="+c.EventID,
+		)
+		cmd.Stdin = bytes.NewReader(c.Value)
+		stderr := &tailWriter{max: 8 << 10}
+		cmd.Stderr = stderr
+		cmd.Stdout = io.Discard
+		// Its own process group, so a timeout kills whatever the script
+		// started, not just the shell.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("cannot start command: %w", err)
+		}
+		done := make(chan struct{})
+		killed := make(chan struct{})
+		go func() {
+			select {
+			case <-ctx.Done():
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				close(killed)
+			case <-done:
+			}
+		}()
+		err := cmd.Wait()
+		close(done)
+		select {
+		case <-killed:
+			return ctxReason(ctx)
+		default:
+		}
+		if err == nil {
+			return nil
+		}
+		if line := stderr.lastLine(); line != "" {
+			return errors.New(line)
+		}
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return fmt.Errorf("command failed: %s", exit.ProcessState)
+		}
+		return fmt.Errorf("command failed: %w", err)
+	}
+}
+
+// ctxReason says why the logic's context ended, in words for the user. The
+// click runner sets the causes (a timeout, a shutdown).
+func ctxReason(ctx context.Context) error {
+	if cause := context.Cause(ctx); cause != nil {
+		return cause
+	}
+	return errors.New("cancelled")
+}
+
+// tailWriter keeps the last max bytes written to it: enough to find the
+// final line of a chatty script without holding all of its output.
+type tailWriter struct {
+	max int
+	buf []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) > w.max {
+		p = p[len(p)-w.max:]
+	}
+	w.buf = append(w.buf, p...)
+	if len(w.buf) > w.max {
+		w.buf = append(w.buf[:0], w.buf[len(w.buf)-w.max:]...)
+	}
+	return n, nil
+}
+
+func (w *tailWriter) lastLine() string {
+	lines := strings.Split(string(w.buf), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if s := strings.TrimSpace(lines[i]); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// safeRun calls logic and turns a panic into a failure: a panic in user
+// code must not take the server down. A logic that gives up because its
+// context ended reports the context's cause, which says why in words.
+func safeRun(ctx context.Context, logic Logic, c Click) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("logic panicked: %v", p)
+		}
+	}()
+	err = logic(ctx, c)
+	if err != nil && ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		err = ctxReason(ctx)
+	}
+	return err
+}

@@ -1,0 +1,149 @@
+// Command cardcallback is the server behind a Feishu (Lark) app's card
+// request URL. It proves each button click came from the platform, runs the
+// business logic of a 完成「全量发布」 click exactly once and only for the
+// people allowed to, and answers within the platform's 3-second deadline
+// with the updated card, pushing the final card later when the logic takes
+// longer.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "cardcallback:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program; tests call it as a user would.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args[1:], getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.logFormat, stderr)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	st, err := openStore(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	var fc *feishuClient
+	if cfg.hasApp() {
+		fc = newFeishuClient(cfg.feishuURL, cfg.appID, cfg.appSecret)
+	}
+	rn := newRunner(st, businessLogic(cfg, log), log, runnerConfig{
+		allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout,
+	}, pusherOf(fc))
+	warnings(cfg, log)
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           newServer(log, cfg, st, rn, fc),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      cfg.respondWithin + 15*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "path", cfg.path, "store", storeName(cfg))
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests and running logic", "timeout", cfg.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
+	defer cancel()
+	errs := []error{srv.Shutdown(sctx), rn.shutdown(sctx)}
+	if err := errors.Join(errs...); err != nil {
+		log.Warn("shutdown was not clean", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// businessLogic is where the full release is wired. A Go user replaces
+// logOnly here with a Logic of their own.
+func businessLogic(cfg *config, log *slog.Logger) Logic {
+	if cfg.exec != "" {
+		return execLogic(cfg.exec, os.Environ())
+	}
+	return logOnly(log)
+}
+
+// pusherOf avoids a typed nil inside the interface.
+func pusherOf(fc *feishuClient) cardPusher {
+	if fc == nil {
+		return nil
+	}
+	return fc
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// warnings says at start what a production deployment lacks.
+func warnings(cfg *config, log *slog.Logger) {
+	if cfg.devMode() {
+		log.Warn("DEVELOPMENT MODE: no FEISHU_VERIFICATION_TOKEN, so no callback is verified; anyone who reaches this server can trigger the logic")
+	}
+	if cfg.adminToken == "" {
+		if cfg.adminOpen() {
+			log.Warn("the admin API is open without a token (development mode on loopback); set CARDCALLBACK_ADMIN_TOKEN")
+		} else {
+			log.Warn("the admin API is disabled until CARDCALLBACK_ADMIN_TOKEN is set")
+		}
+	}
+	if !cfg.hasApp() {
+		log.Warn("no app credentials (FEISHU_APP_ID, FEISHU_APP_SECRET): logic that outlasts -respond-within cannot update the card afterwards, and POST /messages is unavailable")
+	}
+	if cfg.respondWithin >= 3*time.Second {
+		log.Warn("-respond-within is at or above the platform's 3 s deadline: users will see error 200341", "respond_within", cfg.respondWithin)
+	}
+}
+
+func storeName(cfg *config) string {
+	if cfg.data == "" {
+		return "memory"
+	}
+	return cfg.data
+}
+
+// openStore opens the store the configuration names.
+func openStore(cfg *config, log *slog.Logger) (Store, error) {
+	if cfg.data == "" {
+		return newMemStore(), nil
+	}
+	return nil, errors.New("-data is not supported yet")
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+)
+
+// Kinds of request error. Handlers wrap one of these with a message for the
+// caller; errorStatus maps them to HTTP status codes in this one place.
+var (
+	errBadRequest   = errors.New("bad request")
+	errUnauthorized = errors.New("unauthorized")
+	errForbidden    = errors.New("forbidden")
+	errNotFound     = errors.New("not found")
+	errUpstream     = errors.New("feishu api")
+	errUnavailable  = errors.New("unavailable")
+)
+
+func errorStatus(err error) int {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, errUnauthorized):
+		return http.StatusUnauthorized
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, errNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, errUpstream):
+		return http.StatusBadGateway
+	case errors.Is(err, errUnavailable):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// writeJSON writes body, which is already JSON, with its headers set first.
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+var jsonContentType = []string{"application/json; charset=utf-8"}
+
+// writeValue marshals v and writes it.
+func writeValue(w http.ResponseWriter, status int, v any) {
+	b, err := marshalNoEscape(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"cannot encode the answer"}`)
+	}
+	writeJSON(w, status, b)
+}
+
+// writeError answers {"error":…} with the status err maps to. Errors the
+// caller did not cause are logged; their text is not shown.
+func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err error) {
+	status := errorStatus(err)
+	msg := err.Error()
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		msg = "body is larger than " + strconv.FormatInt(tooBig.Limit, 10) + " bytes"
+	}
+	if status >= 500 && status != http.StatusBadGateway {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		msg = http.StatusText(status)
+	}
+	writeValue(w, status, map[string]string{"error": msg})
+}
+
+// maxBody bounds every request body.
+const maxBody = 1 << 20
+
+// readBody reads the whole body, at most maxBody bytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+}
+
+// methodNotAllowed answers every method of a path that has other routes.
+func methodNotAllowed(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeValue(w, http.StatusMethodNotAllowed, map[string]string{"error": "method " + r.Method + " not allowed; use " + allow})
+	})
+}
+
+func notFound() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeValue(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path})
+	})
+}
+
+func decodeJSON(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	return nil
+}

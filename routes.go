@@ -1,0 +1,39 @@
+package main
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// newServer returns the whole HTTP surface of the program.
+func newServer(log *slog.Logger, cfg *config, st Store, rn *runner, fc *feishuClient) http.Handler {
+	mux := http.NewServeMux()
+	addRoutes(mux, log, cfg, st, rn, fc)
+	return mux
+}
+
+// addRoutes is every route in one place.
+func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg *config, st Store, rn *runner, fc *feishuClient) {
+	v := &verifier{signer: newSigner(cfg.verificationToken, cfg.encryptKey), dev: cfg.devMode()}
+	admin := func(h http.Handler) http.Handler { return requireAdmin(log, cfg.adminToken, cfg.adminOpen(), h) }
+	now := time.Now
+
+	mux.Handle("POST "+cfg.path, handleCallback(log, v, rn))
+	mux.Handle(cfg.path, methodNotAllowed("POST"))
+	mux.Handle("GET /healthz", handleHealth())
+	mux.Handle("PUT /cards/{id}", admin(handleCardPut(log, st, now)))
+	mux.Handle("GET /cards/{id}", admin(handleCardGet(log, st)))
+	mux.Handle("DELETE /cards/{id}", admin(handleCardDelete(log, st)))
+	mux.Handle("/cards/{id}", methodNotAllowed("GET, PUT, DELETE"))
+	mux.Handle("GET /cards/{id}/clicks", admin(handleClicks(log, st)))
+	mux.Handle("POST /messages", admin(handleSendMessage(log, fc, st, now)))
+	mux.Handle("/", notFound())
+}
+
+func handleHealth() http.Handler {
+	body := []byte(`{"status":"ok"}`)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, body)
+	})
+}
