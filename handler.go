@@ -42,6 +42,9 @@ func (v *verifier) open(sig signed, body []byte, in *inbound) (kind, error) {
 	if !v.dev && sig.signature != "" {
 		signatureOK = (v.block != nil && signatureMatches(sig.signature, v.newSignature(sig.timestamp, sig.nonce, body))) ||
 			signatureMatches(sig.signature, v.legacySignature(sig.timestamp, sig.nonce, body))
+		if !signatureOK {
+			return 0, errBadSignature
+		}
 	}
 	if err := decodeInbound(body, in); err != nil {
 		return 0, fmt.Errorf("%w: %v", errBadRequest, err)
@@ -78,10 +81,8 @@ func (v *verifier) open(sig signed, body []byte, in *inbound) (kind, error) {
 		if !v.tokenMatches(in.Header.Token) {
 			return 0, errBadToken
 		}
-	case sig.signature == "":
-		return 0, errNoSignature
 	default:
-		return 0, errBadSignature
+		return 0, errNoSignature
 	}
 	return k, nil
 }
