@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Logic is the business logic of a public_publish click: the full release.
@@ -61,6 +62,9 @@ func execLogic(command string, environ []string) Logic {
 		// Its own process group, so a timeout kills whatever the script
 		// started, not just the shell.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// A script that leaves a background process holding stderr must
+		// not keep the click waiting once the script itself has exited.
+		cmd.WaitDelay = 2 * time.Second
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("cannot start command: %w", err)
 		}

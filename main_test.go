@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startRun starts the program through run, as a user would, and returns
+// its base URL once it listens. Cancelling ctx stops it; wait returns run's
+// error.
+func startRun(t *testing.T, ctx context.Context, args []string, env map[string]string) (base string, logs *syncBuffer, wait func() error) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	logs = &syncBuffer{}
+	errc := make(chan error, 1)
+	go func() {
+		err := run(ctx, append([]string{"cardcallback", "-log-format", "json", "-addr", "127.0.0.1:0"}, args...),
+			func(k string) string { return env[k] }, strings.NewReader(""), io.Discard, pw)
+		pw.CloseWithError(fmt.Errorf("run returned: %v", err))
+		errc <- err
+	}()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			logs.Write(append(sc.Bytes(), '\n'))
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				addr <- line.Addr
+			}
+		}
+		close(addr)
+	}()
+	select {
+	case a, ok := <-addr:
+		if !ok {
+			t.Fatalf("the server did not start: %v\n%s", <-errc, logs)
+		}
+		return "http://" + a, logs, func() error { return <-errc }
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server did not start in time")
+	}
+	return "", nil, nil
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := map[string]string{"FEISHU_VERIFICATION_TOKEN": testToken, "CARDCALLBACK_ADMIN_TOKEN": testAdmin}
+	base, logs, wait := startRun(t, ctx, nil, env)
+
+	card := readFixture(t, "card_v1_i18n.json")
+	req, _ := http.NewRequest("PUT", base+"/cards/om_e2e", bytes.NewReader(card))
+	req.Header.Set("Authorization", "Bearer "+testAdmin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 204 {
+		t.Fatalf("PUT: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	// A signed legacy click, its header names in lower case as a proxy
+	// would send them, over a raw connection so nothing canonicalises them.
+	s := newSigner(testToken, "")
+	body := legacyBody(testClick("om_e2e"))
+	sig := s.legacySignature("Monday, 14-Nov-22 15:53:37 CST", "nonce-1", body)
+	u := strings.TrimPrefix(base, "http://")
+	conn, err := net.Dial("tcp", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /webhook/card HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"+
+		"x-lark-request-timestamp: Monday, 14-Nov-22 15:53:37 CST\r\nx-lark-request-nonce: nonce-1\r\nx-lark-signature: %x\r\nconnection: close\r\n\r\n%s",
+		u, len(body), sig, body)
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	want, _ := doneCard(card)
+	if resp.StatusCode != 200 {
+		t.Fatalf("click: got %d %s", resp.StatusCode, got)
+	}
+	sameJSON(t, got, want)
+
+	req, _ = http.NewRequest("GET", base+"/cards/om_e2e", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdmin)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	sameJSON(t, got, want)
+
+	cancel()
+	if err := wait(); err != nil {
+		t.Errorf("run: %v", err)
+	}
+	for _, secret := range []string{testToken, testAdmin, "c-tok"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("a secret reached the logs:\n%s", logs)
+		}
+	}
+	if !strings.Contains(logs.String(), `"outcome":"success"`) {
+		t.Errorf("no callback log line:\n%s", logs)
+	}
+}
+
+func TestRunRefusesDevelopmentModeOffLoopback(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":0", "192.0.2.1:8080"} {
+		err := run(context.Background(), []string{"cardcallback", "-addr", addr}, func(string) string { return "" },
+			strings.NewReader(""), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "FEISHU_VERIFICATION_TOKEN") || !strings.Contains(err.Error(), "-insecure") {
+			t.Errorf("-addr %s: got %v, want a refusal naming FEISHU_VERIFICATION_TOKEN and -insecure", addr, err)
+		}
+	}
+}
+
+func TestRunInsecureDevelopmentMode(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"cardcallback", "-addr", "0.0.0.0:0", "-insecure"}, func(string) string { return "" },
+			strings.NewReader(""), io.Discard, pw)
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	sawWarning := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "DEVELOPMENT MODE") {
+			sawWarning = true
+		}
+		if strings.Contains(sc.Text(), "msg=listening") {
+			cancel()
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !sawWarning {
+		t.Error("no loud warning about development mode")
+	}
+}
+
+func TestConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(*config) bool
+		wantErr string
+	}{
+		{"defaults", nil, nil, func(c *config) bool {
+			return c.addr == "127.0.0.1:8080" && c.path == "/webhook/card" && c.respondWithin == 2500*time.Millisecond &&
+				c.logicTimeout == 10*time.Minute && c.shutdownTimeout == 30*time.Second && c.feishuURL == "https://open.feishu.cn"
+		}, ""},
+		{"environment", nil, map[string]string{"CARDCALLBACK_ADDR": "127.0.0.1:9", "CARDCALLBACK_PATH": "/cb",
+			"CARDCALLBACK_ALLOW": "ou_a, ou_b", "CARDCALLBACK_RESPOND_WITHIN": "2s", "FEISHU_BASE_URL": "https://open.larksuite.com/"},
+			func(c *config) bool {
+				return c.addr == "127.0.0.1:9" && c.path == "/cb" && len(c.allow) == 2 && c.allow[1] == "ou_b" &&
+					c.respondWithin == 2*time.Second && c.feishuURL == "https://open.larksuite.com"
+			}, ""},
+		{"a flag wins over its variable", []string{"-addr", "127.0.0.1:7", "-verification-token", "flag"},
+			map[string]string{"CARDCALLBACK_ADDR": "127.0.0.1:9", "FEISHU_VERIFICATION_TOKEN": "env"},
+			func(c *config) bool { return c.addr == "127.0.0.1:7" && c.verificationToken == "flag" }, ""},
+		{"bad duration in the environment", nil, map[string]string{"CARDCALLBACK_LOGIC_TIMEOUT": "soon"}, nil, "CARDCALLBACK_LOGIC_TIMEOUT"},
+		{"bad path", []string{"-path", "webhook"}, nil, nil, "-path"},
+		{"path taken by an endpoint", []string{"-path", "/cards/x"}, nil, nil, "taken"},
+		{"bad log format", []string{"-log-format", "xml"}, nil, nil, "-log-format"},
+		{"negative budget", []string{"-respond-within", "-1s"}, nil, nil, "-respond-within"},
+		{"half the app credentials", []string{"-app-id", "cli_1"}, nil, nil, "FEISHU_APP_SECRET"},
+		{"bad base URL", []string{"-feishu-url", "open.feishu.cn"}, nil, nil, "-feishu-url"},
+		{"stray argument", []string{"serve"}, nil, nil, "unexpected argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error about %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("got %+v", c)
+			}
+		})
+	}
+}
