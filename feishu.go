@@ -197,6 +197,9 @@ func (c *feishuClient) updateCard(ctx context.Context, token string, card []byte
 	}{token, withOpenIDs(card, openIDs)}
 	wait, uses := c.backoff, 0
 	for attempt := 1; ; attempt++ {
+		if ctx.Err() != nil {
+			return fmt.Errorf("delayed update not sent: %w", context.Cause(ctx))
+		}
 		_, err := c.call(ctx, "/open-apis/interactive/v1/card/update", body)
 		if err == nil {
 			return nil

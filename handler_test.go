@@ -78,11 +78,11 @@ func newEnv(t *testing.T, logic Logic, opts ...func(*config)) *testEnv {
 	return newEnvWith(t, cfg, newMemStore(), logic, nil)
 }
 
-func newEnvWith(t *testing.T, cfg *config, st Store, logic Logic, p cardPusher) *testEnv {
+func newEnvWith(t *testing.T, cfg *config, st Store, logic Logic, fc *feishuClient) *testEnv {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	rn := newRunner(st, logic, log, runnerConfig{allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout}, p)
+	rn := newRunner(st, logic, log, runnerConfig{allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout}, pusherOf(fc))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -95,7 +95,7 @@ func newEnvWith(t *testing.T, cfg *config, st Store, logic Logic, p cardPusher) 
 	})
 	return &testEnv{
 		t: t, cfg: cfg, store: st, runner: rn, logs: logs,
-		handler: newServer(log, cfg, st, rn, nil),
+		handler: newServer(log, cfg, st, rn, fc),
 		signer:  newSigner(cfg.verificationToken, cfg.encryptKey),
 	}
 }

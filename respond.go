@@ -63,7 +63,7 @@ func writeValue(w http.ResponseWriter, status int, v any) {
 }
 
 // writeError answers {"error":…} with the status err maps to. Errors the
-// caller did not cause are logged; their text is not shown.
+// caller did not cause are logged; an unexpected one's text is not shown.
 func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err error) {
 	status := errorStatus(err)
 	msg := err.Error()
@@ -71,9 +71,12 @@ func writeError(w http.ResponseWriter, log *slog.Logger, r *http.Request, err er
 	if errors.As(err, &tooBig) {
 		msg = "body is larger than " + strconv.FormatInt(tooBig.Limit, 10) + " bytes"
 	}
-	if status >= 500 && status != http.StatusBadGateway {
+	switch {
+	case status == http.StatusInternalServerError:
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = http.StatusText(status)
+	case status > http.StatusInternalServerError:
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeValue(w, status, map[string]string{"error": msg})
 }

@@ -68,6 +68,8 @@ type cardPusher interface {
 // errInterrupted is the failure recorded for logic cut short by shutdown.
 var errInterrupted = errors.New("interrupted by shutdown")
 
+var errUpdateTokenExpired = errors.New("the click's update token expired (30 minutes)")
+
 // updateTokenLife is how long a click's update token may be used.
 const updateTokenLife = 30 * time.Minute
 
@@ -312,7 +314,7 @@ func (r *runner) pushAll(msg string, card []byte, late []lateClick, exclusive bo
 		case <-r.bg.Done():
 			return
 		}
-		ctx, cancel := context.WithDeadline(r.bg, lc.expires)
+		ctx, cancel := context.WithDeadlineCause(r.bg, lc.expires, errUpdateTokenExpired)
 		err := r.pusher.updateCard(ctx, lc.token, card, ids)
 		cancel()
 		if err != nil {

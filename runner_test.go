@@ -1,0 +1,380 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gateLogic blocks every run until release is closed, then returns err.
+type gateLogic struct {
+	countingLogic
+	started chan struct{}
+	release chan struct{}
+	err     error
+}
+
+func newGate() *gateLogic {
+	return &gateLogic{started: make(chan struct{}, 100), release: make(chan struct{})}
+}
+
+func (g *gateLogic) logic(ctx context.Context, c Click) error {
+	g.n.Add(1)
+	g.started <- struct{}{}
+	select {
+	case <-g.release:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// hookedRecorder tells the fake platform when the answer was written.
+type hookedRecorder struct {
+	*httptest.ResponseRecorder
+	onWrite func()
+}
+
+func (h *hookedRecorder) Write(p []byte) (int, error) {
+	n, err := h.ResponseRecorder.Write(p)
+	h.onWrite()
+	return n, err
+}
+
+// platformClick sends a click as the platform does and tells the fake
+// platform once its answer is written.
+func (e *testEnv) platformClick(f *fakeFeishu, g Generation, c Click) *httptest.ResponseRecorder {
+	e.t.Helper()
+	pr := e.request(g, c)
+	req := httptest.NewRequest("POST", e.cfg.path, bytes.NewReader(pr.Body))
+	req.Header = pr.Header
+	rec := &hookedRecorder{httptest.NewRecorder(), func() { f.markAnswered(c.Token) }}
+	e.handler.ServeHTTP(rec, req)
+	return rec.ResponseRecorder
+}
+
+func fastBudget(c *config) { c.respondWithin = time.Millisecond }
+
+func TestExactlyOnceConcurrentClicks(t *testing.T) {
+	card := readFixture(t, "card_v1_i18n.json")
+	done, _ := doneCard(card)
+	g := newGate()
+	e := newEnv(t, g.logic)
+	e.putCard("om_1", card, "")
+
+	const n = 50
+	var wg sync.WaitGroup
+	recs := make([]*httptest.ResponseRecorder, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs[i] = e.click(generations[i%2], testClick("om_1"))
+		}()
+	}
+	<-g.started
+	close(g.release)
+	wg.Wait()
+
+	if runs := g.n.Load(); runs != 1 {
+		t.Errorf("the logic ran %d times for %d clicks, want once", runs, n)
+	}
+	for i, rec := range recs {
+		wantStatus(t, rec, 200)
+		var a struct {
+			Card struct{ Data json.RawMessage }
+		}
+		data := rec.Body.Bytes()
+		if generations[i%2] == New {
+			json.Unmarshal(data, &a)
+			data = a.Card.Data
+		}
+		sameJSON(t, data, done)
+	}
+	sameJSON(t, e.getCard("om_1"), done)
+}
+
+func TestDoneClickNeverRunsAgain(t *testing.T) {
+	card := readFixture(t, "card_v1_i18n.json")
+	done, _ := doneCard(card)
+	var l countingLogic
+	e := newEnv(t, l.logic)
+	e.putCard("om_1", card, "")
+	wantAnswer(t, Legacy, e.click(Legacy, testClick("om_1")), done, nil)
+	wantAnswer(t, New, e.click(New, testClick("om_1")), done, &toastRepeat)
+	wantAnswer(t, Legacy, e.click(Legacy, testClick("om_1")), done, nil)
+	// Storing the card again keeps the click's state.
+	e.putCard("om_1", card, "")
+	wantAnswer(t, New, e.click(New, testClick("om_1")), card, &toastRepeat)
+	if l.n.Load() != 1 {
+		t.Errorf("the logic ran %d times, want once", l.n.Load())
+	}
+	// Another button of the same message is another key.
+	c := testClick("om_1")
+	c.Value = publishValue("b2")
+	e.click(New, c)
+	if l.n.Load() != 2 {
+		t.Errorf("a second button: the logic ran %d times in all, want 2", l.n.Load())
+	}
+}
+
+func TestRetryAfterFailure(t *testing.T) {
+	card := readFixture(t, "card_v1_i18n.json")
+	done, _ := doneCard(card)
+	fail := true
+	var mu sync.Mutex
+	runs := 0
+	e := newEnv(t, func(context.Context, Click) error {
+		mu.Lock()
+		defer mu.Unlock()
+		runs++
+		if fail {
+			fail = false
+			return errors.New("canary still draining")
+		}
+		return nil
+	})
+	e.putCard("om_1", card, "")
+	want := toastFailed("canary still draining")
+	wantAnswer(t, New, e.click(New, testClick("om_1")), nil, &want)
+	wantAnswer(t, New, e.click(New, testClick("om_1")), done, &toastDone)
+	if runs != 2 {
+		t.Errorf("the logic ran %d times, want twice (fail, then retry)", runs)
+	}
+}
+
+func TestAllowLists(t *testing.T) {
+	card := []byte(`{"elements":[{"tag":"hr"}]}`)
+	for _, tc := range []struct {
+		name    string
+		global  []string
+		perCard string
+		allowed bool
+	}{
+		{"anyone", nil, "", true},
+		{"global list by open_id", []string{"ou_x", "ou_op"}, "", true},
+		{"global list by user_id", []string{"u_op"}, "", true},
+		{"not on the global list", []string{"ou_x"}, "", false},
+		{"card list overrides global", []string{"ou_op"}, "?allow=ou_designated", false},
+		{"on the card list", []string{"ou_x"}, "?allow=ou_designated,ou_op", true},
+	} {
+		for _, g := range generations {
+			t.Run(tc.name+"/"+g.String(), func(t *testing.T) {
+				var l countingLogic
+				e := newEnv(t, l.logic, withAllow(tc.global...))
+				e.putCard("om_1", card, tc.perCard)
+				rec := e.click(g, testClick("om_1"))
+				if tc.allowed {
+					done, _ := doneCard(card)
+					wantAnswer(t, g, rec, done, &toastDone)
+					return
+				}
+				wantAnswer(t, g, rec, nil, &toastNotAllowed)
+				if l.n.Load() != 0 {
+					t.Error("the logic ran for someone not allowed")
+				}
+				sameJSON(t, e.getCard("om_1"), card)
+				if logs := e.logs.String(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "open_id=ou_op") || !strings.Contains(logs, "user_id=u_op") {
+					t.Errorf("no warning with the operator's ids:\n%s", logs)
+				}
+			})
+		}
+	}
+}
+
+func TestAllowByUnionID(t *testing.T) {
+	// Only the new generation carries a union_id.
+	var l countingLogic
+	e := newEnv(t, l.logic, withAllow("on_op"))
+	e.click(New, testClick("om_1"))
+	e.click(Legacy, testClick("om_2"))
+	if l.n.Load() != 1 {
+		t.Errorf("the logic ran %d times, want once (the new-generation click)", l.n.Load())
+	}
+}
+
+func TestInProgressThenPush(t *testing.T) {
+	shared := readFixture(t, "card_v1_i18n.json")
+	exclusive := []byte(`{"header":{"title":{"tag":"plain_text","content":"t"}},"elements":[{"tag":"action","actions":[{"tag":"button"}]}]}`)
+	for _, tc := range []struct {
+		name    string
+		card    []byte
+		gen     Generation
+		err     error
+		openIDs bool
+	}{
+		{"shared card, success", shared, Legacy, nil, false},
+		{"shared card, success, new generation", shared, New, nil, false},
+		{"exclusive card gets open_ids", exclusive, Legacy, nil, true},
+		{"failure keeps the buttons", shared, New, errors.New("rollout blocked"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeFeishu(t)
+			g := newGate()
+			g.err = tc.err
+			e := newEnvWith(t, withConfig(fastBudget), newMemStore(), g.logic, f.client())
+			e.putCard("om_1", tc.card, "")
+
+			rec := e.platformClick(f, tc.gen, testClick("om_1"))
+			prog, _ := progressCard(tc.card)
+			tp := &toastProgress
+			if tc.gen == Legacy {
+				tp = nil
+			}
+			wantAnswer(t, tc.gen, rec, prog, tp)
+			sameJSON(t, e.getCard("om_1"), prog)
+
+			close(g.release)
+			u := f.waitUpdate(t)
+			want, _ := doneCard(tc.card)
+			if tc.err != nil {
+				want, _ = failedCard(tc.card, tc.err.Error())
+				if !bytes.Contains(u.Card, []byte(`"tag":"action"`)) {
+					t.Errorf("the failure card lost its buttons: %s", u.Card)
+				}
+			}
+			sameJSON(t, stripOpenIDs(u.Card), want)
+			if u.Token != "c-tok" {
+				t.Errorf("pushed with token %q, want the click's c-tok", u.Token)
+			}
+			if got := len(u.OpenIDs) == 1 && u.OpenIDs[0] == "ou_op"; got != tc.openIDs {
+				t.Errorf("open_ids %v, want them: %v", u.OpenIDs, tc.openIDs)
+			}
+
+			// Whatever happened to the push, a later click answers the final state.
+			if tc.err == nil {
+				wantAnswer(t, New, e.click(New, testClick("om_1")), want, &toastRepeat)
+			} else {
+				rec, _ := e.store.Get("om_1")
+				if st, _ := rec.Click(ClickKey{PublishButton, "b1"}); st.Status != StatusFailed {
+					t.Errorf("state %+v, want failed", st)
+				}
+			}
+		})
+	}
+}
+
+func withConfig(opts ...func(*config)) *config {
+	c := baseConfig()
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+func TestInProgressWaitersEachGetThePush(t *testing.T) {
+	// On an exclusive card each operator sees their own copy: each is
+	// updated with their own token and open_id.
+	f := newFakeFeishu(t)
+	g := newGate()
+	e := newEnvWith(t, withConfig(fastBudget), newMemStore(), g.logic, f.client())
+	e.putCard("om_1", []byte(`{"elements":[]}`), "")
+	a, b := testClick("om_1"), testClick("om_1")
+	b.OpenID, b.UserID, b.UnionID, b.Token = "ou_other", "u_other", "on_other", "c-other"
+	e.platformClick(f, Legacy, a)
+	<-g.started
+	e.platformClick(f, New, b)
+	close(g.release)
+	got := map[string]string{}
+	for range 2 {
+		u := f.waitUpdate(t)
+		got[u.Token] = strings.Join(u.OpenIDs, ",")
+	}
+	if got["c-tok"] != "ou_op" || got["c-other"] != "ou_other" {
+		t.Errorf("got updates %v, want one per operator with their token", got)
+	}
+	if g.n.Load() != 1 {
+		t.Errorf("the logic ran %d times, want once", g.n.Load())
+	}
+}
+
+func TestInProgressWithoutCredentials(t *testing.T) {
+	g := newGate()
+	e := newEnv(t, g.logic, fastBudget)
+	e.putCard("om_1", []byte(`{"elements":[]}`), "")
+	prog, _ := progressCard([]byte(`{"elements":[]}`))
+	wantAnswer(t, Legacy, e.click(Legacy, testClick("om_1")), prog, nil)
+	close(g.release)
+	e.runner.shutdown(context.Background())
+	if !strings.Contains(e.logs.String(), "FEISHU_APP_ID") {
+		t.Errorf("no warning that the final card cannot be pushed:\n%s", e.logs)
+	}
+	done, _ := doneCard([]byte(`{"elements":[]}`))
+	wantAnswer(t, New, e.click(New, testClick("om_1")), done, &toastRepeat)
+}
+
+func TestShutdownInterruptsRunningLogic(t *testing.T) {
+	g := newGate()
+	e := newEnv(t, g.logic, fastBudget)
+	e.putCard("om_1", []byte(`{"elements":[]}`), "")
+	e.click(New, testClick("om_1"))
+	<-g.started
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the shutdown timeout has passed
+	if err := e.runner.shutdown(ctx); err == nil {
+		t.Error("got no error, want one saying logic was interrupted")
+	}
+	rec, _ := e.store.Get("om_1")
+	st, _ := rec.Click(ClickKey{PublishButton, "b1"})
+	if st.Status != StatusFailed || st.Reason != "interrupted by shutdown" {
+		t.Errorf("state %+v, want failed: interrupted by shutdown", st)
+	}
+}
+
+func TestLogicTimeout(t *testing.T) {
+	g := newGate()
+	e := newEnv(t, g.logic, func(c *config) { c.logicTimeout = time.Millisecond })
+	want := toastFailed("timed out after 1ms")
+	wantAnswer(t, Legacy, e.click(Legacy, testClick("om_1")), nil, &want)
+}
+
+func TestSendMessage(t *testing.T) {
+	f := newFakeFeishu(t)
+	e := newEnvWith(t, baseConfig(), newMemStore(), nil, f.client())
+	card := readFixture(t, "card_v1_i18n.json")
+	body, _ := json.Marshal(map[string]any{"receive_id_type": "open_id", "receive_id": "ou_rm", "card": json.RawMessage(card), "allow": []string{"ou_rm"}})
+	rec := e.do("POST", "/messages", body, nil)
+	wantStatus(t, rec, 200)
+	sameJSON(t, rec.Body.Bytes(), []byte(`{"message_id":"om_sent1"}`))
+	if len(f.sent) != 1 || f.sent[0]["receive_id"] != "ou_rm" || f.sent[0]["receive_id_type"] != "open_id" {
+		t.Fatalf("sent %v", f.sent)
+	}
+	sameJSON(t, []byte(f.sent[0]["content"]), card)
+	sameJSON(t, e.getCard("om_sent1"), card)
+	if r, _ := e.store.Get("om_sent1"); len(r.Allow) != 1 || r.Allow[0] != "ou_rm" {
+		t.Errorf("allow list %v, want [ou_rm]", r.Allow)
+	}
+
+	f.sendCode = 230002
+	rec = e.do("POST", "/messages", body, nil)
+	wantStatus(t, rec, 502)
+	var out struct {
+		Code int
+		Msg  string
+	}
+	json.Unmarshal(rec.Body.Bytes(), &out)
+	if out.Code != 230002 || out.Msg == "" {
+		t.Errorf("got %s, want the platform's code and msg", rec.Body)
+	}
+
+	for _, bad := range []string{`{}`, `{"receive_id":"x","card":[]}`, `{"receive_id":"x","receive_id_type":"phone","card":{}}`, `nope`} {
+		wantStatus(t, e.do("POST", "/messages", []byte(bad), nil), 400)
+	}
+	wantStatus(t, e.do("POST", "/messages", body, http.Header{"Authorization": {"Bearer nope"}}), 401)
+}
+
+func TestSendMessageWithoutCredentials(t *testing.T) {
+	e := newEnv(t, nil)
+	rec := e.do("POST", "/messages", []byte(`{"receive_id":"ou_1","card":{}}`), nil)
+	wantStatus(t, rec, 503)
+	if !strings.Contains(rec.Body.String(), "FEISHU_APP_ID") {
+		t.Errorf("got %s, want a message naming FEISHU_APP_ID", rec.Body)
+	}
+}
