@@ -145,5 +145,5 @@ func openStore(cfg *config, log *slog.Logger) (Store, error) {
 	if cfg.data == "" {
 		return newMemStore(), nil
 	}
-	return nil, errors.New("-data is not supported yet")
+	return openFileStore(cfg.data, cfg.repair, cfg.retention, log)
 }

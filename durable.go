@@ -1,0 +1,801 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The durable store is an append-only log of whole records in one file.
+//
+//	file   = magic frame*
+//	frame  = length:u32le crc32c(payload):u32le payload
+//	payload = op:u8 idlen:uvarint id [record]          (op 1 put, 2 delete)
+//	record = updated:varint cardlen+1:uvarint card
+//	         nallow:uvarint (len:uvarint bytes)*
+//	         nclicks:uvarint (buttontype buttonid status:u8 reason operator started:varint finished:varint)*
+//
+// A write is acknowledged once its frame is on disk (fdatasync); writers
+// that arrive while a sync runs share the next one (group commit). On open
+// the log is replayed into memory; reads never touch the disk. When dead
+// frames outnumber live records the log is rewritten with only live records
+// and renamed into place.
+
+var fileMagic = []byte("CARDCB\x00\x01")
+
+const (
+	opPut    = 1
+	opDelete = 2
+	// maxFrame bounds a frame's payload: a 1 MiB card plus its state.
+	maxFrame = 8 << 20
+	// minCompact is the fewest dead frames worth a compaction.
+	minCompact = 1024
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errDamaged is wrapped by the error a damaged log gives at open.
+var (
+	errDamaged = errors.New("data file is damaged")
+	errNotOurs = errors.New("it does not start with the cardcallback header")
+)
+
+// fileStore is the durable Store.
+type fileStore struct {
+	path      string
+	log       *slog.Logger
+	retention time.Duration
+	now       func() time.Time
+	lock      *os.File // path+".lock", locked for the life of the store
+	// onSync observes each fdatasync's latency (metrics); may be nil.
+	onSync func(time.Duration)
+	// hook, when set by a test, is called at each step of a compaction;
+	// an error stops it there, leaving the files as a crash would.
+	hook func(step string) error
+
+	mu      sync.RWMutex
+	recs    map[string]*Record
+	pending []byte // frames not yet written
+	spare   []byte
+	cur     *batch // the batch pending belongs to
+	frames  int    // frames in the log, pending included
+	broken  error  // a failed write or sync: the log's tail is unknown
+	closed  bool
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	fileMu     sync.Mutex // the log file and the compaction tail
+	f          *os.File
+	tail       []byte // frames written while a compaction copies; nil otherwise
+	compacting bool   // guarded by mu
+}
+
+// batch is one group commit: its writers wait for done, then read err.
+type batch struct {
+	done chan struct{}
+	err  error
+}
+
+func newBatch() *batch { return &batch{done: make(chan struct{})} }
+
+// openFileStore locks, replays and opens the log at path. A torn frame at
+// the end (a crash mid-write) is cut off with a warning; damage before it
+// is an error naming the offset unless repair is set, which keeps the
+// longest valid prefix and moves the damaged file aside.
+func openFileStore(path string, repair bool, retention time.Duration, log *slog.Logger) (*fileStore, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s is in use by another cardcallback process (one process per data file)", path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	s := &fileStore{
+		path: path, log: log, retention: retention, now: time.Now, lock: lock,
+		recs: make(map[string]*Record), cur: newBatch(),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
+	if err := s.load(repair); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.syncLoop()
+	if err := s.failRunning(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// load replays the log into memory and leaves s.f open for appending.
+func (s *fileStore) load(repair bool) error {
+	os.Remove(s.path + ".tmp") // a compaction that did not finish
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	size := fi.Size()
+	end, frames, damage := replay(f, size, s.recs)
+	switch {
+	case errors.Is(damage, errNotOurs):
+		f.Close()
+		return fmt.Errorf("%s is not a cardcallback data file (%v); refusing to touch it", s.path, damage)
+	case damage != nil && !isTornTail(f, end, size):
+		if !repair {
+			f.Close()
+			return fmt.Errorf("%w: %s at offset %d: %v; the %d records before it are intact: start with -repair to keep them and move the damaged file aside",
+				errDamaged, s.path, end, damage, len(s.recs))
+		}
+		f.Close()
+		if f, err = s.repairTo(end); err != nil {
+			return err
+		}
+		s.log.Warn("data file repaired: kept the valid prefix, moved the damaged file aside",
+			"path", s.path, "offset", end, "records", len(s.recs), "aside", s.path+".damaged")
+	case end < size:
+		s.log.Warn("cutting off a torn write at the end of the data file (a crash mid-write; it was never acknowledged)",
+			"path", s.path, "offset", end, "bytes", size-end)
+		if err := f.Truncate(end); err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("truncate the torn tail of %s: %w", s.path, err)
+		}
+	}
+	if end == 0 {
+		if _, err := f.WriteAt(fileMagic, 0); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		if err := syncDir(s.path); err != nil {
+			f.Close()
+			return err
+		}
+		end = int64(len(fileMagic))
+	}
+	if _, err := f.Seek(end, io.SeekStart); err != nil {
+		f.Close()
+		return err
+	}
+	s.f, s.frames = f, frames
+	return nil
+}
+
+// repairTo moves the damaged file aside and writes its first end bytes
+// back as the log.
+func (s *fileStore) repairTo(end int64) (*os.File, error) {
+	aside := s.path + ".damaged"
+	if err := os.Rename(s.path, aside); err != nil {
+		return nil, err
+	}
+	src, err := os.Open(aside)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(f, src, end); err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = syncDir(s.path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// replay applies every valid frame of f to recs. It returns the offset
+// where the valid log ends, the number of frames, and what stopped it
+// before size, if anything.
+func replay(f *os.File, size int64, recs map[string]*Record) (end int64, frames int, damage error) {
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20)
+	head := make([]byte, len(fileMagic))
+	if n, _ := io.ReadFull(r, head); n < len(head) || string(head) != string(fileMagic) {
+		if size == 0 || (n < len(fileMagic) && string(head[:n]) == string(fileMagic[:n])) {
+			return 0, 0, nil // new, or created by a crash before its header
+		}
+		return 0, 0, errNotOurs
+	}
+	end = int64(len(fileMagic))
+	var hdr [8]byte
+	var payload []byte
+	for end < size {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return end, frames, errors.New("incomplete frame header")
+		}
+		n := binary.LittleEndian.Uint32(hdr[0:4])
+		if n == 0 || n > maxFrame {
+			return end, frames, fmt.Errorf("impossible frame length %d", n)
+		}
+		if int64(n) > size-end-8 {
+			return end, frames, errors.New("frame runs past the end of the file")
+		}
+		if cap(payload) < int(n) {
+			payload = make([]byte, n)
+		}
+		payload = payload[:n]
+		if _, err := io.ReadFull(r, payload); err != nil {
+			return end, frames, err
+		}
+		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:8]) {
+			return end, frames, errors.New("checksum mismatch")
+		}
+		if err := applyFrame(payload, recs); err != nil {
+			return end, frames, err
+		}
+		end += 8 + int64(n)
+		frames++
+	}
+	return end, frames, nil
+}
+
+// isTornTail reports whether the invalid bytes from end to size can be a
+// write cut short by a crash: one frame that runs to (or past) the end of
+// the file, or zeros a file system left after a crash.
+func isTornTail(f *os.File, end, size int64) bool {
+	var hdr [8]byte
+	n, _ := f.ReadAt(hdr[:], end)
+	if n < 8 {
+		return true
+	}
+	if l := int64(binary.LittleEndian.Uint32(hdr[0:4])); l > 0 && l <= maxFrame && end+8+l >= size {
+		return true
+	}
+	buf := make([]byte, 64<<10)
+	for off := end; off < size; {
+		n, err := f.ReadAt(buf, off)
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return false
+			}
+		}
+		off += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	return true
+}
+
+func syncDir(path string) error {
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// failRunning marks clicks left running by a crash as failed, so they can
+// be retried.
+func (s *fileStore) failRunning() error {
+	s.mu.RLock()
+	var ids []string
+	for id, r := range s.recs {
+		for _, c := range r.Clicks {
+			if c.Status == StatusRunning {
+				ids = append(ids, id)
+				break
+			}
+		}
+	}
+	s.mu.RUnlock()
+	for _, id := range ids {
+		err := s.Update(id, func(cur *Record) *Record {
+			n := cur
+			for _, c := range cur.Clicks {
+				if c.Status == StatusRunning {
+					c.Status, c.Reason, c.Finished = StatusFailed, "interrupted by restart", s.now()
+					n = n.withClick(c, nil, n.Updated)
+				}
+			}
+			return n
+		})
+		if err != nil {
+			return err
+		}
+		s.log.Warn("a click was running when the server stopped; marked failed so it can be retried", "message_id", id)
+	}
+	return nil
+}
+
+func (s *fileStore) Get(id string) (*Record, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.recs[id]
+	return r, ok
+}
+
+func (s *fileStore) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.recs)
+}
+
+func (s *fileStore) Update(id string, fn func(*Record) *Record) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errStoreClosed
+	}
+	if s.broken != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("the data file failed a write and takes no more until restart: %w", s.broken)
+	}
+	cur := s.recs[id]
+	r := fn(cur)
+	if r == nil && cur == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	if r != nil {
+		s.recs[id] = r
+	} else {
+		delete(s.recs, id)
+	}
+	s.pending = appendFrame(s.pending, id, r)
+	s.frames++
+	b := s.cur
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	<-b.done
+	return b.err
+}
+
+// syncLoop writes and syncs pending frames, one batch at a time.
+func (s *fileStore) syncLoop() {
+	defer s.wg.Done()
+	// With a retention, old records are dropped by a compaction even when
+	// nothing is written; check for them now and then.
+	var expiry <-chan time.Time
+	if s.retention > 0 {
+		t := time.NewTicker(min(max(s.retention/4, time.Minute), time.Hour))
+		defer t.Stop()
+		expiry = t.C
+	}
+	for {
+		select {
+		case <-s.kick:
+			s.flush()
+		case <-expiry:
+			if s.startCompaction(s.hasExpired) {
+				s.runCompaction()
+			}
+		case <-s.stop:
+			s.flush()
+			return
+		}
+	}
+}
+
+// hasExpired reports whether a record is past the retention. Called with
+// s.mu held.
+func (s *fileStore) hasExpired() bool {
+	cutoff := s.now().Add(-s.retention)
+	for _, r := range s.recs {
+		if r.Updated.Before(cutoff) && !running(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// tooManyDead reports whether dead frames outnumber live records. Called
+// with s.mu held.
+func (s *fileStore) tooManyDead() bool {
+	return s.frames-len(s.recs) > max(len(s.recs), minCompact)
+}
+
+// startCompaction claims the compaction when none runs and need holds.
+func (s *fileStore) startCompaction(need func() bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.compacting || s.closed || !need() {
+		return false
+	}
+	s.compacting = true
+	return true
+}
+
+// runCompaction compacts in the background.
+func (s *fileStore) runCompaction() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.compact(); err != nil {
+			s.log.Error("compaction failed; the log keeps growing until the next try", "err", err)
+		}
+	}()
+}
+
+func (s *fileStore) flush() {
+	s.mu.Lock()
+	if len(s.pending) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	buf, b := s.pending, s.cur
+	s.pending, s.cur = s.spare[:0], newBatch()
+	s.mu.Unlock()
+
+	s.fileMu.Lock()
+	start := time.Now()
+	_, err := s.f.Write(buf)
+	if err == nil {
+		err = syscall.Fdatasync(int(s.f.Fd()))
+	}
+	if s.onSync != nil {
+		s.onSync(time.Since(start))
+	}
+	if s.tail != nil {
+		s.tail = append(s.tail, buf...)
+	}
+	s.fileMu.Unlock()
+
+	s.mu.Lock()
+	if err != nil {
+		err = fmt.Errorf("write %s: %w", s.path, err)
+		s.broken = err
+		s.log.Error("the data file failed a write; refusing writes until restart", "err", err)
+	}
+	s.spare = buf
+	s.mu.Unlock()
+	b.err = err
+	close(b.done)
+
+	if err == nil && s.startCompaction(s.tooManyDead) {
+		s.runCompaction()
+	}
+}
+
+// compact rewrites the log with only live records and renames it into
+// place. The caller has claimed it with startCompaction. Writers go on meanwhile: frames written after the snapshot are
+// appended to the new file before the rename. A crash at any step leaves
+// either the old log or the complete new one.
+func (s *fileStore) compact() (err error) {
+	defer func() {
+		s.mu.Lock()
+		s.compacting = false
+		s.mu.Unlock()
+	}()
+	tmpPath := s.path + ".tmp"
+	type entry struct {
+		id string
+		r  *Record
+	}
+	s.mu.Lock()
+	cutoff := time.Time{}
+	if s.retention > 0 {
+		cutoff = s.now().Add(-s.retention)
+	}
+	snap := make([]entry, 0, len(s.recs))
+	for id, r := range s.recs {
+		if !cutoff.IsZero() && r.Updated.Before(cutoff) && !running(r) {
+			delete(s.recs, id)
+			continue
+		}
+		snap = append(snap, entry{id, r})
+	}
+	s.fileMu.Lock()
+	s.tail = []byte{}
+	s.fileMu.Unlock()
+	s.mu.Unlock()
+	defer func() {
+		if err != nil {
+			s.fileMu.Lock()
+			s.tail = nil
+			s.fileMu.Unlock()
+			os.Remove(tmpPath)
+		}
+	}()
+
+	tmp, err := os.OpenFile(tmpPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	w.Write(fileMagic)
+	var frame []byte
+	for _, e := range snap {
+		frame = appendFrame(frame[:0], e.id, e.r)
+		w.Write(frame)
+	}
+	if err = w.Flush(); err == nil {
+		err = tmp.Sync()
+	}
+	if err == nil && s.hook != nil {
+		err = s.hook("snapshot written")
+	}
+	if err != nil {
+		tmp.Close()
+		return err
+	}
+
+	s.fileMu.Lock()
+	if _, err = tmp.Write(s.tail); err == nil {
+		err = tmp.Sync()
+	}
+	if err == nil && s.hook != nil {
+		err = s.hook("tail appended")
+	}
+	if err == nil {
+		err = os.Rename(tmpPath, s.path)
+	}
+	if err != nil {
+		s.fileMu.Unlock()
+		tmp.Close()
+		return err
+	}
+	// From the rename on, the new file is the log, whatever follows.
+	old := s.f
+	s.f, s.tail = tmp, nil
+	s.fileMu.Unlock()
+	old.Close()
+	s.mu.Lock()
+	s.frames = len(s.recs)
+	s.mu.Unlock()
+	if s.hook != nil {
+		if err := s.hook("renamed"); err != nil {
+			return err
+		}
+	}
+	if err := syncDir(s.path); err != nil {
+		return fmt.Errorf("compacted, but the directory sync failed: %w", err)
+	}
+	s.log.Info("data file compacted", "path", s.path, "records", len(snap))
+	return nil
+}
+
+func running(r *Record) bool {
+	for _, c := range r.Clicks {
+		if c.Status == StatusRunning {
+			return true
+		}
+	}
+	return false
+}
+
+// Close flushes what is pending, waits for a compaction, and releases the
+// file and its lock.
+func (s *fileStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	s.fileMu.Lock()
+	err := s.f.Close()
+	s.fileMu.Unlock()
+	s.lock.Close()
+	return err
+}
+
+// appendFrame appends the frame that puts r under id, or deletes id when
+// r is nil.
+func appendFrame(buf []byte, id string, r *Record) []byte {
+	start := len(buf)
+	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0)
+	if r == nil {
+		buf = append(buf, opDelete)
+		buf = appendString(buf, id)
+	} else {
+		buf = append(buf, opPut)
+		buf = appendString(buf, id)
+		buf = binary.AppendVarint(buf, unixNano(r.Updated))
+		if r.Card == nil {
+			buf = binary.AppendUvarint(buf, 0)
+		} else {
+			buf = binary.AppendUvarint(buf, uint64(len(r.Card))+1)
+			buf = append(buf, r.Card...)
+		}
+		buf = binary.AppendUvarint(buf, uint64(len(r.Allow)))
+		for _, a := range r.Allow {
+			buf = appendString(buf, a)
+		}
+		buf = binary.AppendUvarint(buf, uint64(len(r.Clicks)))
+		for _, c := range r.Clicks {
+			buf = appendString(buf, c.Key.ButtonType)
+			buf = appendString(buf, c.Key.ButtonID)
+			buf = append(buf, statusCode(c.Status))
+			buf = appendString(buf, c.Reason)
+			buf = appendString(buf, c.Operator)
+			buf = binary.AppendVarint(buf, unixNano(c.Started))
+			buf = binary.AppendVarint(buf, unixNano(c.Finished))
+		}
+	}
+	payload := buf[start+8:]
+	binary.LittleEndian.PutUint32(buf[start:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(buf[start+4:], crc32.Checksum(payload, castagnoli))
+	return buf
+}
+
+func appendString(buf []byte, s string) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(s)))
+	return append(buf, s...)
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func timeOf(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+var statuses = []Status{StatusRunning, StatusDone, StatusFailed}
+
+func statusCode(s Status) byte {
+	for i, st := range statuses {
+		if st == s {
+			return byte(i + 1)
+		}
+	}
+	return 0
+}
+
+// frameReader decodes one payload; the first error sticks.
+type frameReader struct {
+	b   []byte
+	err error
+}
+
+var errShortFrame = errors.New("frame ends early")
+
+func (r *frameReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *frameReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *frameReader) bytes(n uint64) []byte {
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	out := r.b[:n:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *frameReader) string() string { return string(r.bytes(r.uvarint())) }
+
+func (r *frameReader) byte() byte {
+	if b := r.bytes(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+// count reads a list length, bounded by what the frame can still hold.
+func (r *frameReader) count() int {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return 0
+	}
+	return int(n)
+}
+
+func (r *frameReader) fail() {
+	if r.err == nil {
+		r.err = errShortFrame
+	}
+	r.b = nil
+}
+
+// applyFrame decodes a payload and applies it to recs. Cards are copied
+// into exactly sized memory: the payload buffer is reused.
+func applyFrame(payload []byte, recs map[string]*Record) error {
+	r := &frameReader{b: payload}
+	op := r.byte()
+	id := r.string()
+	if r.err != nil {
+		return r.err
+	}
+	switch op {
+	case opDelete:
+		delete(recs, id)
+		return nil
+	case opPut:
+	default:
+		return fmt.Errorf("unknown operation %d", op)
+	}
+	rec := &Record{Updated: timeOf(r.varint())}
+	if n := r.uvarint(); n > 0 {
+		if b := r.bytes(n - 1); b != nil {
+			rec.Card = append(make([]byte, 0, len(b)), b...)
+		}
+	}
+	if n := r.count(); n > 0 {
+		rec.Allow = make([]string, n)
+		for i := range rec.Allow {
+			rec.Allow[i] = r.string()
+		}
+	}
+	if n := r.count(); n > 0 {
+		rec.Clicks = make([]ClickState, n)
+		for i := range rec.Clicks {
+			c := &rec.Clicks[i]
+			c.Key.ButtonType, c.Key.ButtonID = r.string(), r.string()
+			if code := r.byte(); code >= 1 && int(code) <= len(statuses) {
+				c.Status = statuses[code-1]
+			} else if r.err == nil {
+				return fmt.Errorf("unknown click status %d", code)
+			}
+			c.Reason, c.Operator = r.string(), r.string()
+			c.Started, c.Finished = timeOf(r.varint()), timeOf(r.varint())
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.b) != 0 {
+		return errors.New("frame has trailing bytes")
+	}
+	recs[id] = rec
+	return nil
+}
