@@ -74,8 +74,9 @@ func handleCardPut(log *slog.Logger, st Store, now func() time.Time) http.Handle
 			return
 		}
 		allow := splitList(r.URL.Query().Get("allow"))
+		done := renderDone(body)
 		if err := st.Update(r.PathValue("id"), func(cur *Record) *Record {
-			return cur.withCard(body, allow, now())
+			return cur.withCard(body, done, allow, now())
 		}); err != nil {
 			writeError(w, log, r, storeError(err))
 			return
@@ -213,7 +214,8 @@ func handleSendMessage(log *slog.Logger, fc *feishuClient, st Store, now func() 
 			writeValue(w, http.StatusBadGateway, out)
 			return
 		}
-		if err := st.Update(id, func(cur *Record) *Record { return cur.withCard(card, req.Allow, now()) }); err != nil {
+		done := renderDone(card)
+		if err := st.Update(id, func(cur *Record) *Record { return cur.withCard(card, done, req.Allow, now()) }); err != nil {
 			// The message is out; say so, or a retry would send it twice.
 			log.ErrorContext(r.Context(), "card sent but not stored", "message_id", id, "err", err)
 			writeValue(w, http.StatusServiceUnavailable, map[string]string{"message_id": id, "error": "the card was sent but could not be stored: PUT it to /cards/" + id})

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 )
 
 // Generation tells the two callback formats apart (PROTOCOL §1).
@@ -124,19 +123,6 @@ const (
 	kindNew
 )
 
-var errNotObject = errors.New("body is not a JSON object")
-
-// decodeInbound decodes a callback body or decrypted envelope.
-func decodeInbound(body []byte, in *inbound) error {
-	if !isObject(body) {
-		return errNotObject
-	}
-	if err := json.Unmarshal(body, in); err != nil {
-		return fmt.Errorf("body does not have the shape of a card callback: %w", err)
-	}
-	return nil
-}
-
 // isObject reports whether b starts (after white space) like a JSON object.
 func isObject(b []byte) bool {
 	b = bytes.TrimLeft(b, " \t\r\n")
@@ -193,34 +179,11 @@ func (c *Click) readValue() error {
 	if !isObject(c.Value) {
 		return nil
 	}
-	var v struct {
-		ButtonType json.RawMessage `json:"button_type"`
-		ButtonID   json.RawMessage `json:"button_id"`
-	}
-	if err := json.Unmarshal(c.Value, &v); err != nil {
+	var err error
+	if c.ButtonType, c.ButtonID, err = decodeButton(c.Value); err != nil {
 		return fmt.Errorf("action.value: %w", err)
 	}
-	c.ButtonType = jsonText(v.ButtonType)
-	c.ButtonID = jsonText(v.ButtonID)
 	return nil
-}
-
-// jsonText returns a JSON string's value or a number's literal text, else "".
-func jsonText(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-		return ""
-	}
-	if _, err := strconv.ParseFloat(string(raw), 64); err == nil {
-		return string(raw)
-	}
-	return ""
 }
 
 // Texts of the card states, by locale. A locale not listed uses "".
@@ -341,6 +304,16 @@ func withElement(list json.RawMessage, el json.RawMessage, prepend bool) json.Ra
 		}
 	}
 	return mustMarshal(els)
+}
+
+// renderDone is doneCard for a card that is being stored: a card whose
+// elements cannot be read is answered with the bare done card.
+func renderDone(card []byte) []byte {
+	done, err := doneCard(card)
+	if err != nil {
+		done, _ = doneCard(nil)
+	}
+	return done
 }
 
 // doneCard, progressCard and failedCard are the three states a click shows.

@@ -250,3 +250,15 @@ func TestDecodeInboundShapes(t *testing.T) {
 		}
 	}
 }
+
+func TestDoneCardIsIdempotent(t *testing.T) {
+	// A done card is its own done rendering: the store relies on it.
+	for _, name := range []string{"card_v1_i18n.json", "card_v2.json"} {
+		once, _ := doneCard(readFixture(t, name))
+		twice, _ := doneCard(once)
+		sameJSON(t, twice, once)
+	}
+	once, _ := doneCard([]byte(`{"elements":[{"tag":"hr"}]}`))
+	twice, _ := doneCard(once)
+	sameJSON(t, twice, once)
+}

@@ -215,15 +215,6 @@ func hammer(p *proc, l *crashLedger, prefix string, stop chan struct{}) {
 	}
 }
 
-func jsonEqual(a, b []byte) bool {
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	xa, _ := json.Marshal(x)
-	ya, _ := json.Marshal(y)
-	return bytes.Equal(xa, ya)
-}
 
 // verifyLedger checks every acknowledged card and done click on a freshly
 // started server, and that done clicks do not run again.

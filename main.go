@@ -30,6 +30,22 @@ func main() {
 
 // run is the whole program; tests call it as a user would.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 1 {
+		var sub func(context.Context, []string, func(string) string, io.Writer, io.Writer) error
+		switch args[1] {
+		case "simulate":
+			sub = runSimulate
+		case "loadtest":
+			sub = runLoadtest
+		}
+		if sub != nil {
+			err := sub(ctx, args[2:], getenv, stdout, stderr)
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+	}
 	cfg, err := parseConfig(args[1:], getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -37,7 +53,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.logFormat, stderr)
+	sink := newLogSink(stderr)
+	log := newLogger(cfg.logFormat, sink)
+	flushCtx, stopFlush := context.WithCancel(context.Background())
+	flushed := make(chan struct{})
+	go func() { sink.run(flushCtx); close(flushed) }()
+	defer func() { stopFlush(); <-flushed }()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -70,6 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "path", cfg.path, "store", storeName(cfg))
+	sink.Flush()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -104,13 +126,6 @@ func pusherOf(fc *feishuClient) cardPusher {
 		return nil
 	}
 	return fc
-}
-
-func newLogger(format string, w io.Writer) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
-	}
-	return slog.New(slog.NewTextHandler(w, nil))
 }
 
 // warnings says at start what a production deployment lacks.

@@ -201,3 +201,102 @@ func TestConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestSimulateAndLoadtest(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env := map[string]string{"FEISHU_VERIFICATION_TOKEN": testToken, "FEISHU_ENCRYPT_KEY": testKey, "CARDCALLBACK_ADMIN_TOKEN": testAdmin}
+	base, _, wait := startRun(t, ctx, nil, env)
+	addr := strings.TrimPrefix(base, "http://")
+	client := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(ctx, append([]string{"cardcallback"}, append(args[:1:1], append([]string{"-addr", addr}, args[1:]...)...)...),
+			func(k string) string { return env[k] }, strings.NewReader(""), &out, io.Discard)
+		return out.String(), err
+	}
+
+	out, err := client("simulate", "-challenge")
+	if err != nil || !strings.Contains(out, "HTTP 200") || !strings.Contains(out, `"challenge"`) {
+		t.Errorf("simulate -challenge: %v\n%s", err, out)
+	}
+	out, err = client("simulate", "-message", "om_sim", "-generation", "new")
+	if err != nil || !strings.Contains(out, "已完成") || !strings.Contains(out, `"toast"`) {
+		t.Errorf("simulate: %v\n%s", err, out)
+	}
+	out, err = client("simulate", "-message", "om_sim", "-button", "rollback")
+	if err != nil || !strings.Contains(out, "{}") {
+		t.Errorf("simulate another button: %v\n%s", err, out)
+	}
+	// A signature the server cannot verify fails the simulation.
+	env["FEISHU_VERIFICATION_TOKEN"] = "wrong"
+	out, err = client("simulate", "-message", "om_sim2")
+	env["FEISHU_VERIFICATION_TOKEN"] = testToken
+	if err == nil || !strings.Contains(out, "HTTP 401") {
+		t.Errorf("simulate with a wrong token: got %v, want a failure\n%s", err, out)
+	}
+
+	for _, gen := range []string{"legacy", "new"} {
+		out, err = client("loadtest", "-cards", "50", "-concurrency", "4", "-duration", "300ms", "-generation", gen)
+		if err != nil || !strings.Contains(out, "first clicks") || !strings.Contains(out, "status  200:") || strings.Contains(out, "unexpected") {
+			t.Errorf("loadtest %s: %v\n%s", gen, err, out)
+		}
+	}
+	out, err = client("loadtest", "-challenge", "-concurrency", "2", "-duration", "200ms")
+	if err != nil || !strings.Contains(out, "challenges") {
+		t.Errorf("loadtest -challenge: %v\n%s", err, out)
+	}
+	file := t.TempDir() + "/reqs"
+	out, err = client("loadtest", "-cards", "10", "-emit", file, "-requests", "20")
+	if err != nil || !strings.Contains(out, "wrote 20 requests") {
+		t.Errorf("loadtest -emit: %v\n%s", err, out)
+	}
+	// A server that answers wrongly fails the load test.
+	env["CARDCALLBACK_ADMIN_TOKEN"] = "wrong"
+	_, err = client("loadtest", "-cards", "5", "-duration", "100ms")
+	env["CARDCALLBACK_ADMIN_TOKEN"] = testAdmin
+	if err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("loadtest with a wrong admin token: got %v, want a failure", err)
+	}
+	cancel()
+	if err := wait(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestLoadtestReportFailsOnBadAnswers(t *testing.T) {
+	var out bytes.Buffer
+	err := report(&out, []result{{first: true, status: 200}, {status: 500}, {status: 200, bad: "not the done card"}}, time.Second, false)
+	if err == nil || !strings.Contains(err.Error(), "2 answers") {
+		t.Errorf("got %v, want 2 bad answers counted", err)
+	}
+	if !strings.Contains(out.String(), "500: 1") {
+		t.Errorf("status counts missing:\n%s", out.String())
+	}
+}
+
+func TestLogSinkFlushesWarningsAtOnce(t *testing.T) {
+	var out syncBuffer
+	sink := newLogSink(&out)
+	log := newLogger("text", sink)
+	log.Info("routine")
+	if out.String() != "" {
+		t.Errorf("an INFO line was written at once: %q", out.String())
+	}
+	log.Warn("attention")
+	if !strings.Contains(out.String(), "routine") || !strings.Contains(out.String(), "attention") {
+		t.Errorf("a WARN line did not flush: %q", out.String())
+	}
+	log.With("k", "v").Error("grouped")
+	if !strings.Contains(out.String(), "grouped") {
+		t.Errorf("a derived logger lost the flush: %q", out.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	log.Info("last")
+	done := make(chan struct{})
+	go func() { sink.run(ctx); close(done) }()
+	cancel()
+	<-done
+	if !strings.Contains(out.String(), "last") {
+		t.Errorf("stopping did not flush: %q", out.String())
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -28,6 +29,9 @@ func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg *config, st Store, rn *
 	mux.Handle("/cards/{id}", methodNotAllowed("GET, PUT, DELETE"))
 	mux.Handle("GET /cards/{id}/clicks", admin(handleClicks(log, st)))
 	mux.Handle("POST /messages", admin(handleSendMessage(log, fc, st, now)))
+	mux.Handle("GET /debug/pprof/", admin(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", admin(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", admin(http.HandlerFunc(pprof.Trace)))
 	mux.Handle("/", notFound())
 }
 

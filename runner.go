@@ -206,7 +206,7 @@ func (r *runner) allowed(rec *Record, c Click) bool {
 func (r *runner) repeat(c Click, rec *Record) reply {
 	card := rec.Card
 	if card == nil {
-		card, _ = doneCard(nil)
+		card = renderDone(nil)
 	}
 	return reply{body: answer(c.Generation, &toastRepeat, card), outcome: OutcomeRepeat}
 }
@@ -250,9 +250,10 @@ func (r *runner) execute(fk flightKey, f *flight, c Click) {
 			original = cur.Card
 		}
 		if st.Status == StatusDone {
-			var derr error
-			if final, derr = doneCard(original); derr != nil {
-				final, _ = doneCard(nil)
+			if cur != nil && cur.Done != nil {
+				final = cur.Done
+			} else {
+				final = renderDone(original)
 			}
 		}
 		return cur.withClick(st, final, st.Finished)

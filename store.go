@@ -30,7 +30,12 @@ type ClickState struct {
 // shared between goroutines: a stored Record is never modified, a change
 // stores a new one (see Record.with).
 type Record struct {
-	Card    []byte   // compact JSON object; nil when only click state is known
+	Card []byte // compact JSON object; nil when only click state is known
+	// Done is Card rendered as done, rendered when the card is stored so
+	// that a click does not pay for it; nil until known. It is not
+	// persisted: a record read back from disk renders it on its first
+	// click.
+	Done    []byte
 	Allow   []string // per-card allow list; empty means the global one
 	Clicks  []ClickState
 	Updated time.Time
@@ -50,11 +55,12 @@ func (r *Record) Click(key ClickKey) (ClickState, bool) {
 }
 
 // withClick returns a copy of r (which may be nil) with st recorded and,
-// when card is not nil, the card replaced.
+// when card is not nil, the card replaced by card, a done card (rendering
+// a done card as done changes nothing, so it is its own Done).
 func (r *Record) withClick(st ClickState, card []byte, now time.Time) *Record {
 	n := &Record{Updated: now}
 	if r != nil {
-		n.Card, n.Allow = r.Card, r.Allow
+		n.Card, n.Done, n.Allow = r.Card, r.Done, r.Allow
 		n.Clicks = make([]ClickState, 0, len(r.Clicks)+1)
 		for _, c := range r.Clicks {
 			if c.Key != st.Key {
@@ -64,16 +70,16 @@ func (r *Record) withClick(st ClickState, card []byte, now time.Time) *Record {
 	}
 	n.Clicks = append(n.Clicks, st)
 	if card != nil {
-		n.Card = card
+		n.Card, n.Done = card, card
 	}
 	return n
 }
 
-// withCard returns a copy of r (which may be nil) holding card and allow,
-// keeping the click states: replacing a card must not let a done release
-// run again.
-func (r *Record) withCard(card []byte, allow []string, now time.Time) *Record {
-	n := &Record{Card: card, Allow: slices.Clone(allow), Updated: now}
+// withCard returns a copy of r (which may be nil) holding card, its done
+// rendering (nil if not known) and allow, keeping the click states:
+// replacing a card must not let a done release run again.
+func (r *Record) withCard(card, done []byte, allow []string, now time.Time) *Record {
+	n := &Record{Card: card, Done: done, Allow: slices.Clone(allow), Updated: now}
 	if r != nil {
 		n.Clicks = r.Clicks
 	}

@@ -16,13 +16,6 @@ import (
 	"time"
 )
 
-// card2K is a realistic 2 KB JSON 1.0 card, unique per n.
-func card2K(n int) []byte {
-	head := fmt.Sprintf(`{"config":{"update_multi":true},"header":{"template":"blue","title":{"tag":"plain_text","content":"灰度发布完成 #%d"}},"i18n_elements":{"zh_cn":[{"tag":"div","text":{"tag":"lark_md","content":"`, n)
-	tail := `"}},{"tag":"action","actions":[{"tag":"button","type":"primary","text":{"tag":"plain_text","content":"完成「全量发布」"},"value":{"button_type":"public_publish","button_id":"1626958610001"}}]}]}}`
-	return []byte(head + strings.Repeat("x", 2048-len(head)-len(tail)) + tail)
-}
-
 // BenchmarkFileStorePut measures acknowledged (fsynced) writes of 2 KB
 // cards with 1, 8 and 64 concurrent writers; group commit is what lets the
 // many-writer figure grow.
@@ -46,7 +39,7 @@ func BenchmarkFileStorePut(b *testing.B) {
 					defer wg.Done()
 					for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
 						id := "om_" + strconv.Itoa(w) + "_" + strconv.FormatInt(i, 10)
-						if err := s.Update(id, func(cur *Record) *Record { return cur.withCard(card, nil, now) }); err != nil {
+						if err := s.Update(id, func(cur *Record) *Record { return cur.withCard(card, nil, nil, now) }); err != nil {
 							b.Error(err)
 							return
 						}

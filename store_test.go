@@ -27,7 +27,7 @@ func openTestStore(t testing.TB, path string, repair bool) (*fileStore, *syncBuf
 func put(t testing.TB, s Store, id string, card string, allow ...string) {
 	t.Helper()
 	if err := s.Update(id, func(cur *Record) *Record {
-		return cur.withCard([]byte(card), allow, time.Unix(1700000000, 0))
+		return cur.withCard([]byte(card), nil, allow, time.Unix(1700000000, 0))
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -349,11 +349,11 @@ func TestFileStoreRetention(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	s.now = func() time.Time { return now }
 	old := now.Add(-2 * time.Hour)
-	s.Update("om_old", func(cur *Record) *Record { return cur.withCard([]byte(`{}`), nil, old) })
+	s.Update("om_old", func(cur *Record) *Record { return cur.withCard([]byte(`{}`), nil, nil, old) })
 	s.Update("om_running", func(cur *Record) *Record {
 		return cur.withClick(ClickState{Key: ClickKey{PublishButton, "b"}, Status: StatusRunning}, nil, old)
 	})
-	s.Update("om_new", func(cur *Record) *Record { return cur.withCard([]byte(`{}`), nil, now) })
+	s.Update("om_new", func(cur *Record) *Record { return cur.withCard([]byte(`{}`), nil, nil, now) })
 	if !s.startCompaction(s.hasExpired) {
 		t.Fatal("an expired record did not call for a compaction")
 	}
@@ -378,7 +378,7 @@ func TestFileStoreWriteFailure(t *testing.T) {
 	s.f.Close() // the disk goes away
 	s.fileMu.Unlock()
 	for range 2 {
-		if err := s.Update("om_2", func(cur *Record) *Record { return cur.withCard([]byte(`{}`), nil, time.Now()) }); err == nil {
+		if err := s.Update("om_2", func(cur *Record) *Record { return cur.withCard([]byte(`{}`), nil, nil, time.Now()) }); err == nil {
 			t.Error("a write to a failed file was acknowledged")
 		}
 	}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// FuzzDecodeInbound holds the fast decoder to encoding/json: it accepts
+// only valid JSON, and wherever encoding/json decodes a body into inbound
+// it reads the same fields (encoding/json also matches keys written with
+// escapes or in another case; those bodies are only checked for validity).
+func FuzzDecodeInbound(f *testing.F) {
+	v := loadVectors(f)
+	f.Add([]byte(v.LegacySignature.Body))
+	f.Add([]byte(v.DecryptChallenge.Plaintext))
+	f.Add([]byte(v.DecryptAligned.Plaintext))
+	f.Add(newBody(testClick("om_1"), "tok", "cli", testTime))
+	f.Add(legacyBody(testClick("om_1")))
+	f.Add([]byte(`{"encrypt":"abc"}`))
+	f.Add([]byte(`{"open_id":"ou_\u00e9\ud83d\ude00","action":{"value":{"button_type":"public_publish","button_id":-1.5e3},"tag":null}}`))
+	f.Add([]byte(`{"schema":"2.0","event":{"action":{"value":"x"}},"header":null,"x":[1,{"a":[]},true,false,null,"s"]}`))
+	f.Add([]byte(`{"a":1}   `))
+	f.Add([]byte(`{"a":01}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got inbound
+		err := decodeInbound(data, &got)
+		if err == nil && !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		var want inbound
+		werr := json.Unmarshal(data, &want)
+		if werr != nil || !isObject(data) {
+			return
+		}
+		if err != nil {
+			// encoding/json took it. Only a field of the wrong type
+			// matched by case or escape (which encoding/json reads and
+			// this decoder skips) may explain a difference.
+			if !inexactKeys(data) {
+				t.Fatalf("refused %q: %v", data, err)
+			}
+			return
+		}
+		if inexactKeys(data) {
+			return
+		}
+		if string(want.Action.Value) == "null" {
+			want.Action.Value = nil
+		}
+		if string(want.Event.Action.Value) == "null" {
+			want.Event.Action.Value = nil
+		}
+		for _, raw := range []*json.RawMessage{&got.Action.Value, &got.Event.Action.Value, &want.Action.Value, &want.Event.Action.Value} {
+			if *raw != nil {
+				var c bytes.Buffer
+				json.Compact(&c, *raw)
+				*raw = c.Bytes()
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\ngot  %+v\nwant %+v", data, got, want)
+		}
+	})
+}
+
+var testTime = time.Unix(1700000000, 0)
+
+// inexactKeys reports whether an object key in data is written with an
+// escape or matches a field name only when case is ignored.
+func inexactKeys(data []byte) bool {
+	names := []string{"encrypt", "type", "challenge", "token", "schema", "header", "event", "event_id", "event_type",
+		"tenant_key", "operator", "user_id", "open_id", "union_id", "action", "context", "open_message_id", "open_chat_id", "value", "tag"}
+	found := false
+	var walk func(s *scanner) error
+	walk = func(s *scanner) error {
+		switch s.peek() {
+		case '{':
+			return s.object(func(key []byte) error {
+				if bytes.IndexByte(key, '\\') >= 0 {
+					found = true
+				}
+				for _, n := range names {
+					if string(key) != n && bytes.EqualFold(key, []byte(n)) {
+						found = true
+					}
+				}
+				return walk(s)
+			})
+		case '[':
+			s.depth++
+			s.i++
+			if s.peek() == ']' {
+				s.i++
+				return nil
+			}
+			for {
+				if err := walk(s); err != nil {
+					return err
+				}
+				if s.peek() == ',' {
+					s.i++
+					continue
+				}
+				s.i++
+				return nil
+			}
+		}
+		return s.skip()
+	}
+	walk(&scanner{b: data})
+	return found
+}
+
+func TestDecodeButton(t *testing.T) {
+	for _, tc := range []struct {
+		value, typ, id string
+		err            bool
+	}{
+		{`{"button_type":"public_publish","button_id":"b1"}`, "public_publish", "b1", false},
+		{`{"button_id":12.5e1,"button_type":"x"}`, "x", "12.5e1", false},
+		{`{"button_type":7,"button_id":true}`, "", "", false},
+		{`{"button_type":"a\u0062"}`, "ab", "", false},
+		{`{"button_type":"x"} x`, "", "", true},
+		{`{"button_type":}`, "", "", true},
+	} {
+		typ, id, err := decodeButton([]byte(tc.value))
+		if (err != nil) != tc.err || !tc.err && (typ != tc.typ || id != tc.id) {
+			t.Errorf("%s: got %q %q %v, want %q %q error %v", tc.value, typ, id, err, tc.typ, tc.id, tc.err)
+		}
+	}
+}
+
+func TestScannerRejects(t *testing.T) {
+	for _, bad := range []string{`{`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{,}`, `{"a":tru}`, `{"a":"\x"}`, `{"a":"` + "\x01" + `"}`,
+		`{"a":-}`, `{"a":1.}`, `{"a":1e}`, `{"a":[1,]}`, `{"a":[1 2]}`, `{"a":"\u12"}`, `{"a":1}}`, `{"a":01}`} {
+		var in inbound
+		if err := decodeInbound([]byte(bad), &in); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+		if json.Valid([]byte(bad)) {
+			t.Errorf("%q: the test expects invalid JSON", bad)
+		}
+	}
+	deep := bytes.Repeat([]byte(`[`), maxDepth+1)
+	var in inbound
+	if err := decodeInbound(append([]byte(`{"a":`), deep...), &in); err == nil {
+		t.Error("accepted nesting past the limit")
+	}
+}
