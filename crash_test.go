@@ -215,7 +215,6 @@ func hammer(p *proc, l *crashLedger, prefix string, stop chan struct{}) {
 	}
 }
 
-
 // verifyLedger checks every acknowledged card and done click on a freshly
 // started server, and that done clicks do not run again.
 func verifyLedger(t *testing.T, p *proc, l *crashLedger, runs string, doneRuns map[string]int) {

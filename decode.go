@@ -30,7 +30,9 @@ type syntaxError struct {
 	off int
 }
 
-func (e *syntaxError) Error() string { return fmt.Sprintf("invalid JSON at offset %d: %s", e.off, e.msg) }
+func (e *syntaxError) Error() string {
+	return fmt.Sprintf("invalid JSON at offset %d: %s", e.off, e.msg)
+}
 
 func (s *scanner) fail(msg string) error { return &syntaxError{msg, s.i} }
 
