@@ -92,7 +92,7 @@ func (p *proc) admin(method, path string, body []byte) (int, []byte, error) {
 }
 
 func (p *proc) click(msg string) (int, []byte, error) {
-	r := newSigner(testToken, "").seal(Legacy, legacyBody(testClick(msg)), false, "1700000000", randomID(8))
+	r := newSigner(testToken, "").seal(Legacy, legacyBody(testClick(msg)), sealClick, "1700000000", randomID(8))
 	req, _ := http.NewRequest("POST", p.base+"/webhook/card", bytes.NewReader(r.Body))
 	req.Header = r.Header
 	resp, err := crashClient.Do(req)

@@ -10,6 +10,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash"
+	"io"
+	"sync"
 )
 
 // Errors of the decryption step. All of them are bad input (400).
@@ -36,14 +38,23 @@ func newSigner(verificationToken, encryptKey string) *signer {
 	return s
 }
 
+// Hash states are reused: one per request would be garbage on the hot path.
+var (
+	sha1Pool   = sync.Pool{New: func() any { return sha1.New() }}
+	sha256Pool = sync.Pool{New: func() any { return sha256.New() }}
+)
+
 // digest returns H(timestamp ‖ nonce ‖ secret ‖ body), the construction both
 // generations use (PROTOCOL §3).
-func digest(h hash.Hash, timestamp, nonce string, secret, body []byte) []byte {
-	h.Write([]byte(timestamp))
-	h.Write([]byte(nonce))
+func digest(pool *sync.Pool, timestamp, nonce string, secret, body []byte) []byte {
+	h := pool.Get().(hash.Hash)
+	defer pool.Put(h)
+	h.Reset()
+	io.WriteString(h, timestamp)
+	io.WriteString(h, nonce)
 	h.Write(secret)
 	h.Write(body)
-	return h.Sum(nil)
+	return h.Sum(make([]byte, 0, sha256.Size))
 }
 
 // signatureMatches reports in constant time whether the hex signature sig
@@ -58,12 +69,12 @@ func signatureMatches(sig string, want []byte) bool {
 
 // legacySignature is the hex SHA-1 signature of a legacy callback (PROTOCOL §3.1).
 func (s *signer) legacySignature(timestamp, nonce string, body []byte) []byte {
-	return digest(sha1.New(), timestamp, nonce, s.verificationToken, body)
+	return digest(&sha1Pool, timestamp, nonce, s.verificationToken, body)
 }
 
 // newSignature is the SHA-256 signature of a new-generation callback (PROTOCOL §3.2).
 func (s *signer) newSignature(timestamp, nonce string, body []byte) []byte {
-	return digest(sha256.New(), timestamp, nonce, s.encryptKey, body)
+	return digest(&sha256Pool, timestamp, nonce, s.encryptKey, body)
 }
 
 // decrypt opens an {"encrypt":…} envelope (PROTOCOL §4): base64, IV in the

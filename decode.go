@@ -17,11 +17,14 @@ import (
 // maxDepth bounds nesting, as encoding/json does.
 const maxDepth = 10000
 
-// scanner walks one JSON text.
+// scanner walks one JSON text. Its first error sticks: every method does
+// nothing once err is set, so a decoder reads fields in plain loops and
+// checks err once.
 type scanner struct {
 	b     []byte
 	i     int
 	depth int
+	err   error
 }
 
 // syntaxError says where a body stops being JSON.
@@ -34,7 +37,12 @@ func (e *syntaxError) Error() string {
 	return fmt.Sprintf("invalid JSON at offset %d: %s", e.off, e.msg)
 }
 
-func (s *scanner) fail(msg string) error { return &syntaxError{msg, s.i} }
+func (s *scanner) fail(msg string) {
+	if s.err == nil {
+		s.err = &syntaxError{msg, s.i}
+	}
+	s.i = len(s.b)
+}
 
 func (s *scanner) ws() {
 	for s.i < len(s.b) {
@@ -56,54 +64,67 @@ func (s *scanner) peek() byte {
 	return 0
 }
 
-// object calls field for each key of the object that starts here; field
-// must consume the key's value with one of the value methods.
-func (s *scanner) object(field func(key []byte) error) error {
-	if s.peek() != '{' {
-		return s.fail("want an object")
+// open enters an object or array that must start here.
+func (s *scanner) open(c byte) bool {
+	if s.err != nil {
+		return false
+	}
+	if s.peek() != c {
+		s.fail("want " + string(c))
+		return false
 	}
 	if s.depth++; s.depth > maxDepth {
-		return s.fail("nested too deeply")
+		s.fail("nested too deeply")
+		return false
 	}
 	s.i++
-	if s.peek() == '}' {
+	return true
+}
+
+// more reports whether the object or array entered with open has another
+// member, consuming the comma before it or the bracket that ends it.
+//
+//	for first := true; s.more('}', &first); { key := s.key(); … }
+func (s *scanner) more(end byte, first *bool) bool {
+	if s.err != nil {
+		return false
+	}
+	switch c := s.peek(); {
+	case c == end:
 		s.i++
 		s.depth--
+		return false
+	case *first:
+	case c == ',':
+		s.i++
+	default:
+		s.fail("want ',' or '" + string(end) + "'")
+		return false
+	}
+	*first = false
+	return true
+}
+
+// key reads an object key and the colon after it. The key is returned
+// still escaped: a key written with escapes matches no field name.
+func (s *scanner) key() []byte {
+	k := s.rawString()
+	if s.peek() != ':' {
+		s.fail("want ':' after an object key")
 		return nil
 	}
-	for {
-		key, err := s.rawString()
-		if err != nil {
-			return err
-		}
-		if s.peek() != ':' {
-			return s.fail("want ':' after an object key")
-		}
-		s.i++
-		if err := field(key); err != nil {
-			return err
-		}
-		switch s.peek() {
-		case ',':
-			s.i++
-			if s.peek() != '"' {
-				return s.fail("want an object key")
-			}
-		case '}':
-			s.i++
-			s.depth--
-			return nil
-		default:
-			return s.fail("want ',' or '}' in an object")
-		}
-	}
+	s.i++
+	return k
 }
 
 // rawString reads a string token and returns its contents still escaped.
-// Keys compare as raw bytes: a key written with escapes matches nothing.
-func (s *scanner) rawString() ([]byte, error) {
+func (s *scanner) rawString() []byte {
+	if s.err != nil {
+		return nil
+	}
 	if s.peek() != '"' {
-		return nil, s.fail("want a string")
+		s.fail("want a string")
+		return nil
 	}
 	s.i++
 	start := s.i
@@ -112,141 +133,129 @@ func (s *scanner) rawString() ([]byte, error) {
 		switch {
 		case c == '"':
 			s.i++
-			return s.b[start : s.i-1], nil
+			return s.b[start : s.i-1]
 		case c == '\\':
-			if err := s.escape(); err != nil {
-				return nil, err
-			}
+			s.escape()
 		case c < 0x20:
-			return nil, s.fail("control character in a string")
+			s.fail("control character in a string")
 		default:
 			s.i++
 		}
 	}
-	return nil, s.fail("unterminated string")
+	s.fail("unterminated string")
+	return nil
 }
 
-func (s *scanner) escape() error {
+func (s *scanner) escape() {
 	s.i++ // the backslash
 	if s.i >= len(s.b) {
-		return s.fail("unterminated string")
+		return // reported as unterminated
 	}
 	switch s.b[s.i] {
 	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 		s.i++
 	case 'u':
 		if s.i+5 > len(s.b) {
-			return s.fail("short \\u escape")
+			s.fail("short \\u escape")
+			return
 		}
 		for _, h := range s.b[s.i+1 : s.i+5] {
 			if !isHex(h) {
-				return s.fail("bad \\u escape")
+				s.fail("bad \\u escape")
+				return
 			}
 		}
 		s.i += 5
 	default:
-		return s.fail("bad escape")
+		s.fail("bad escape")
 	}
-	return nil
 }
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
-// str reads a string value (or null, which leaves it empty, as
-// encoding/json does).
-func (s *scanner) str(dst *string) error {
+// isNull consumes a null if one comes next.
+func (s *scanner) isNull() bool {
 	if s.peek() == 'n' {
-		return s.literal("null")
+		s.literal("null")
+		return true
 	}
+	return false
+}
+
+// str reads a string value into dst; null leaves dst as it is, as
+// encoding/json does.
+func (s *scanner) str(dst *string) {
+	if s.isNull() {
+		return
+	}
+	s.ws()
 	start := s.i
-	raw, err := s.rawString()
-	if err != nil {
-		return err
+	raw := s.rawString()
+	if s.err != nil {
+		return
 	}
 	for _, c := range raw {
 		if c == '\\' || c >= 0x80 {
 			// Escapes and non-ASCII: encoding/json's own rules (surrogates,
 			// invalid UTF-8) apply. Rare in a callback.
-			return json.Unmarshal(s.b[start:s.i], dst)
+			if err := json.Unmarshal(s.b[start:s.i], dst); err != nil {
+				s.fail(err.Error())
+			}
+			return
 		}
 	}
 	*dst = string(raw)
-	return nil
 }
 
-// obj reads an object value with field, or null.
-func (s *scanner) obj(field func(key []byte) error) error {
-	if s.peek() == 'n' {
-		return s.literal("null")
-	}
-	return s.object(field)
-}
-
-// raw reads any value and returns its bytes; null yields nil, as it does
-// for a json.RawMessage.
-func (s *scanner) raw() ([]byte, error) {
+// raw reads any value and returns its bytes; null yields nil.
+func (s *scanner) raw() []byte {
 	s.ws()
 	start := s.i
-	if err := s.skip(); err != nil {
-		return nil, err
+	s.skip()
+	if s.err != nil || string(s.b[start:s.i]) == "null" {
+		return nil
 	}
-	if string(s.b[start:s.i]) == "null" {
-		return nil, nil
-	}
-	return s.b[start:s.i], nil
+	return s.b[start:s.i]
 }
 
 // skip validates and passes over one value.
-func (s *scanner) skip() error {
+func (s *scanner) skip() {
+	if s.err != nil {
+		return
+	}
 	switch c := s.peek(); {
 	case c == '{':
-		return s.object(func([]byte) error { return s.skip() })
+		s.open('{')
+		for first := true; s.more('}', &first); {
+			s.key()
+			s.skip()
+		}
 	case c == '[':
-		if s.depth++; s.depth > maxDepth {
-			return s.fail("nested too deeply")
-		}
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			s.depth--
-			return nil
-		}
-		for {
-			if err := s.skip(); err != nil {
-				return err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
-				s.depth--
-				return nil
-			default:
-				return s.fail("want ',' or ']' in an array")
-			}
+		s.open('[')
+		for first := true; s.more(']', &first); {
+			s.skip()
 		}
 	case c == '"':
-		_, err := s.rawString()
-		return err
+		s.rawString()
 	case c == 't':
-		return s.literal("true")
+		s.literal("true")
 	case c == 'f':
-		return s.literal("false")
+		s.literal("false")
 	case c == 'n':
-		return s.literal("null")
+		s.literal("null")
 	case c == '-' || c >= '0' && c <= '9':
-		return s.number()
+		s.number()
+	default:
+		s.fail("want a value")
 	}
-	return s.fail("want a value")
 }
 
-func (s *scanner) literal(word string) error {
+func (s *scanner) literal(word string) {
 	if len(s.b)-s.i < len(word) || string(s.b[s.i:s.i+len(word)]) != word {
-		return s.fail("want " + word)
+		s.fail("want " + word)
+		return
 	}
 	s.i += len(word)
-	return nil
 }
 
 func (s *scanner) digits() int {
@@ -258,7 +267,7 @@ func (s *scanner) digits() int {
 	return n
 }
 
-func (s *scanner) number() error {
+func (s *scanner) number() {
 	if s.b[s.i] == '-' {
 		s.i++
 	}
@@ -266,12 +275,14 @@ func (s *scanner) number() error {
 	case s.i < len(s.b) && s.b[s.i] == '0':
 		s.i++
 	case s.digits() == 0:
-		return s.fail("bad number")
+		s.fail("bad number")
+		return
 	}
 	if s.i < len(s.b) && s.b[s.i] == '.' {
 		s.i++
 		if s.digits() == 0 {
-			return s.fail("bad number")
+			s.fail("bad number")
+			return
 		}
 	}
 	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
@@ -280,18 +291,17 @@ func (s *scanner) number() error {
 			s.i++
 		}
 		if s.digits() == 0 {
-			return s.fail("bad number")
+			s.fail("bad number")
 		}
 	}
-	return nil
 }
 
 // end checks that nothing but white space follows the value.
 func (s *scanner) end() error {
-	if s.peek() != 0 || s.i < len(s.b) {
-		return s.fail("data after the JSON value")
+	if s.ws(); s.err == nil && s.i < len(s.b) {
+		s.fail("data after the JSON value")
 	}
-	return nil
+	return s.err
 }
 
 // decodeInbound decodes a callback body or decrypted envelope into in.
@@ -299,155 +309,182 @@ func decodeInbound(body []byte, in *inbound) error {
 	if !isObject(body) {
 		return errNotObject
 	}
-	s := &scanner{b: body}
-	err := s.object(func(key []byte) error {
-		switch string(key) {
+	s := scanner{b: body}
+	s.open('{')
+	for first := true; s.more('}', &first); {
+		switch string(s.key()) {
 		case "encrypt":
+			if s.isNull() {
+				in.Encrypt = nil
+				continue
+			}
 			var e string
-			if s.peek() == 'n' {
-				return s.literal("null")
-			}
-			if err := s.str(&e); err != nil {
-				return err
-			}
+			s.str(&e)
 			in.Encrypt = &e
-			return nil
 		case "type":
-			return s.str(&in.Type)
+			s.str(&in.Type)
 		case "challenge":
-			return s.str(&in.Challenge)
+			s.str(&in.Challenge)
 		case "token":
-			return s.str(&in.Token)
+			s.str(&in.Token)
 		case "schema":
-			return s.str(&in.Schema)
+			s.str(&in.Schema)
 		case "header":
-			h := &in.Header
-			return s.obj(func(key []byte) error {
-				switch string(key) {
-				case "event_id":
-					return s.str(&h.EventID)
-				case "token":
-					return s.str(&h.Token)
-				case "event_type":
-					return s.str(&h.EventType)
-				case "tenant_key":
-					return s.str(&h.TenantKey)
-				}
-				return s.skip()
-			})
+			decodeHeader(&s, in)
 		case "event":
-			return s.obj(func(key []byte) error { return decodeEvent(s, key, in) })
+			decodeEvent(&s, in)
 		case "open_id":
-			return s.str(&in.OpenID)
+			s.str(&in.OpenID)
 		case "user_id":
-			return s.str(&in.UserID)
+			s.str(&in.UserID)
 		case "open_message_id":
-			return s.str(&in.OpenMessageID)
+			s.str(&in.OpenMessageID)
 		case "open_chat_id":
-			return s.str(&in.OpenChatID)
+			s.str(&in.OpenChatID)
 		case "tenant_key":
-			return s.str(&in.TenantKey)
+			s.str(&in.TenantKey)
 		case "action":
-			return decodeAction(s, &in.Action)
+			decodeAction(&s, &in.Action)
+		default:
+			s.skip()
 		}
-		return s.skip()
-	})
-	if err == nil {
-		err = s.end()
 	}
-	if err != nil {
+	if err := s.end(); err != nil {
 		return fmt.Errorf("body does not have the shape of a card callback: %w", err)
 	}
 	return nil
 }
 
-func decodeEvent(s *scanner, key []byte, in *inbound) error {
-	e := &in.Event
-	switch string(key) {
-	case "operator":
-		op := &e.Operator
-		return s.obj(func(key []byte) error {
-			switch string(key) {
-			case "tenant_key":
-				return s.str(&op.TenantKey)
-			case "user_id":
-				return s.str(&op.UserID)
-			case "open_id":
-				return s.str(&op.OpenID)
-			case "union_id":
-				return s.str(&op.UnionID)
-			}
-			return s.skip()
-		})
-	case "token":
-		return s.str(&e.Token)
-	case "action":
-		return decodeAction(s, &e.Action)
-	case "context":
-		return s.obj(func(key []byte) error {
-			switch string(key) {
-			case "open_message_id":
-				return s.str(&e.Context.OpenMessageID)
-			case "open_chat_id":
-				return s.str(&e.Context.OpenChatID)
-			}
-			return s.skip()
-		})
+func decodeHeader(s *scanner, in *inbound) {
+	if s.isNull() {
+		return
 	}
-	return s.skip()
+	h := &in.Header
+	s.open('{')
+	for first := true; s.more('}', &first); {
+		switch string(s.key()) {
+		case "event_id":
+			s.str(&h.EventID)
+		case "token":
+			s.str(&h.Token)
+		case "event_type":
+			s.str(&h.EventType)
+		case "tenant_key":
+			s.str(&h.TenantKey)
+		default:
+			s.skip()
+		}
+	}
 }
 
-func decodeAction(s *scanner, a *wireAction) error {
-	return s.obj(func(key []byte) error {
-		switch string(key) {
+func decodeEvent(s *scanner, in *inbound) {
+	if s.isNull() {
+		return
+	}
+	e := &in.Event
+	s.open('{')
+	for first := true; s.more('}', &first); {
+		switch string(s.key()) {
+		case "operator":
+			if s.isNull() {
+				continue
+			}
+			op := &e.Operator
+			s.open('{')
+			for first := true; s.more('}', &first); {
+				switch string(s.key()) {
+				case "tenant_key":
+					s.str(&op.TenantKey)
+				case "user_id":
+					s.str(&op.UserID)
+				case "open_id":
+					s.str(&op.OpenID)
+				case "union_id":
+					s.str(&op.UnionID)
+				default:
+					s.skip()
+				}
+			}
+		case "token":
+			s.str(&e.Token)
+		case "action":
+			decodeAction(s, &e.Action)
+		case "context":
+			if s.isNull() {
+				continue
+			}
+			s.open('{')
+			for first := true; s.more('}', &first); {
+				switch string(s.key()) {
+				case "open_message_id":
+					s.str(&e.Context.OpenMessageID)
+				case "open_chat_id":
+					s.str(&e.Context.OpenChatID)
+				default:
+					s.skip()
+				}
+			}
+		default:
+			s.skip()
+		}
+	}
+}
+
+func decodeAction(s *scanner, a *wireAction) {
+	if s.isNull() {
+		return
+	}
+	s.open('{')
+	for first := true; s.more('}', &first); {
+		switch string(s.key()) {
 		case "value":
-			v, err := s.raw()
-			if v != nil {
+			a.Value = nil
+			if v := s.raw(); v != nil {
 				// Copied: the value outlives the body's buffer.
 				a.Value = append(json.RawMessage(nil), v...)
 			}
-			return err
 		case "tag":
-			return s.str(&a.Tag)
+			s.str(&a.Tag)
+		default:
+			s.skip()
 		}
-		return s.skip()
-	})
+	}
 }
 
 // decodeButton reads button_type and button_id of an action.value object:
 // a string, or for button_id a number's literal text. Anything else leaves
 // them empty: such a click is not ours to act on.
 func decodeButton(value []byte) (buttonType, buttonID string, err error) {
-	s := &scanner{b: value}
-	err = s.object(func(key []byte) error {
-		switch string(key) {
+	s := scanner{b: value}
+	s.open('{')
+	for first := true; s.more('}', &first); {
+		switch string(s.key()) {
 		case "button_type":
-			return s.textValue(&buttonType, false)
+			buttonType = s.textValue(false)
 		case "button_id":
-			return s.textValue(&buttonID, true)
+			buttonID = s.textValue(true)
+		default:
+			s.skip()
 		}
-		return s.skip()
-	})
-	if err == nil {
-		err = s.end()
 	}
-	return buttonType, buttonID, err
+	return buttonType, buttonID, s.end()
 }
 
 // textValue reads a string, or with number a number's literal; any other
-// value is skipped and leaves dst empty.
-func (s *scanner) textValue(dst *string, number bool) error {
+// value is skipped and reads as "".
+func (s *scanner) textValue(number bool) string {
+	var v string
 	switch c := s.peek(); {
 	case c == '"':
-		return s.str(dst)
+		s.str(&v)
 	case number && (c == '-' || c >= '0' && c <= '9'):
 		start := s.i
-		err := s.number()
-		*dst = string(s.b[start:s.i])
-		return err
+		s.number()
+		v = string(s.b[start:s.i])
+	default:
+		s.skip()
 	}
-	*dst = ""
-	return s.skip()
+	return v
 }
 
 var errNotObject = errors.New("body is not a JSON object")

@@ -74,11 +74,13 @@ func inexactKeys(data []byte) bool {
 	names := []string{"encrypt", "type", "challenge", "token", "schema", "header", "event", "event_id", "event_type",
 		"tenant_key", "operator", "user_id", "open_id", "union_id", "action", "context", "open_message_id", "open_chat_id", "value", "tag"}
 	found := false
-	var walk func(s *scanner) error
-	walk = func(s *scanner) error {
+	var walk func(s *scanner)
+	walk = func(s *scanner) {
 		switch s.peek() {
 		case '{':
-			return s.object(func(key []byte) error {
+			s.open('{')
+			for first := true; s.more('}', &first); {
+				key := s.key()
 				if bytes.IndexByte(key, '\\') >= 0 {
 					found = true
 				}
@@ -87,28 +89,16 @@ func inexactKeys(data []byte) bool {
 						found = true
 					}
 				}
-				return walk(s)
-			})
+				walk(s)
+			}
 		case '[':
-			s.depth++
-			s.i++
-			if s.peek() == ']' {
-				s.i++
-				return nil
+			s.open('[')
+			for first := true; s.more(']', &first); {
+				walk(s)
 			}
-			for {
-				if err := walk(s); err != nil {
-					return err
-				}
-				if s.peek() == ',' {
-					s.i++
-					continue
-				}
-				s.i++
-				return nil
-			}
+		default:
+			s.skip()
 		}
-		return s.skip()
 	}
 	walk(&scanner{b: data})
 	return found

@@ -138,7 +138,7 @@ func (e *testEnv) request(g Generation, c Click) platformRequest {
 	} else {
 		plain = newBody(c, e.cfg.verificationToken, "cli_test", time.Now())
 	}
-	return e.signer.seal(g, plain, false, "1700000000", randomID(8))
+	return e.signer.seal(g, plain, sealEncrypted, "1700000000", randomID(8))
 }
 
 func (e *testEnv) click(g Generation, c Click) *httptest.ResponseRecorder {
@@ -207,6 +207,30 @@ func TestClickRoundTrip(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestPlainLegacyClickWithEncryptKey(t *testing.T) {
+	// The documented platform: with an Encrypt Key, legacy clicks still
+	// come in clear, signed with the verification token.
+	var l countingLogic
+	e := newEnv(t, l.logic, withKey)
+	c := testClick("om_1")
+	r := e.signer.seal(Legacy, legacyBody(c), sealClick, "1700000000", "n")
+	if isObject(r.Body) && bytes.Contains(r.Body, []byte(`"encrypt"`)) {
+		t.Fatal("the legacy click was encrypted")
+	}
+	wantAnswer(t, Legacy, e.do("POST", "/webhook/card", r.Body, r.Header), renderDone(nil), nil)
+	if l.n.Load() != 1 {
+		t.Errorf("the logic ran %d times, want once", l.n.Load())
+	}
+}
+
+func TestFailureReasonLogged(t *testing.T) {
+	e := newEnv(t, func(context.Context, Click) error { return errors.New("deploy API said 503") })
+	e.click(Legacy, testClick("om_1"))
+	if !strings.Contains(e.logs.String(), `reason="deploy API said 503"`) {
+		t.Errorf("the callback line lacks the reason:\n%s", e.logs)
 	}
 }
 

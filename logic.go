@@ -22,8 +22,8 @@ type Logic func(ctx context.Context, c Click) error
 // logOnly is the built-in logic: it logs the click and succeeds.
 func logOnly(log *slog.Logger) Logic {
 	return func(ctx context.Context, c Click) error {
-		log.InfoContext(ctx, "full release requested (built-in logic: nothing to run)",
-			"message_id", c.MessageID, "open_id", c.OpenID, "button_id", c.ButtonID)
+		logFast(ctx, log, slog.LevelInfo, "full release requested (built-in logic: nothing to run)",
+			slog.String("message_id", c.MessageID), slog.String("open_id", c.OpenID), slog.String("button_id", c.ButtonID))
 		return nil
 	}
 }

@@ -84,18 +84,29 @@ func challengeBody(challenge, verificationToken string) []byte {
 	return b
 }
 
-// seal turns a plaintext body into what the platform sends: encrypted when
-// an Encrypt Key is set, and signed as the generation signs (a challenge is
-// never signed). ts and nonce are the signature headers' values.
-func (s *signer) seal(gen Generation, plain []byte, challenge bool, ts, nonce string) platformRequest {
+// sealKind is what seal makes of a plaintext body.
+type sealKind uint8
+
+const (
+	sealClick     sealKind = iota // signed, encrypted as the platform encrypts its generation
+	sealEncrypted                 // signed and encrypted whatever the generation (an SDK-era legacy app)
+	sealChallenge                 // never signed; encrypted when an Encrypt Key is set
+)
+
+// seal turns a plaintext body into what the platform sends. With an
+// Encrypt Key the new generation and the challenge are encrypted; the
+// legacy generation is documented as never encrypted (PROTOCOL §1), though
+// the server accepts it encrypted too. Clicks are signed as their
+// generation signs. ts and nonce are the signature headers' values.
+func (s *signer) seal(gen Generation, plain []byte, kind sealKind, ts, nonce string) platformRequest {
 	body := plain
-	if s.block != nil {
+	if s.block != nil && (gen == New || kind != sealClick) {
 		iv := make([]byte, 16)
 		rand.Read(iv)
 		body, _ = json.Marshal(map[string]string{"encrypt": s.encrypt(plain, iv)})
 	}
 	h := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
-	if !challenge {
+	if kind != sealChallenge {
 		var sig []byte
 		switch {
 		case gen == Legacy && len(s.verificationToken) > 0:

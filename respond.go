@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 )
 
 // Kinds of request error. Handlers wrap one of these with a message for the
@@ -86,8 +87,36 @@ const maxBody = 1 << 20
 
 // readBody reads the whole body, at most maxBody bytes.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	return io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	return readBodyInto(w, r, nil)
 }
+
+// readBodyInto reads the whole body into buf's memory, at most maxBody
+// bytes; a Content-Length sizes the read at once.
+func readBodyInto(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, maxBody)
+	if n := r.ContentLength; n > 0 && n <= maxBody && int64(cap(buf)) < n+1 {
+		buf = make([]byte, 0, n+1) // +1 to see the end without growing
+	}
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// bodyPool holds callback body buffers. Nothing decoded from a callback
+// keeps a reference into its body (see decodeInbound), so a buffer is
+// reused once the answer is written.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // methodNotAllowed answers every method of a path that has other routes.
 func methodNotAllowed(allow string) http.Handler {

@@ -31,6 +31,7 @@ const (
 type reply struct {
 	body    []byte
 	outcome Outcome
+	reason  string // why the logic failed, for the log
 	written func()
 }
 
@@ -214,7 +215,7 @@ func (r *runner) repeat(c Click, rec *Record) reply {
 func (r *runner) finalReply(c Click, f *flight) reply {
 	if f.err != nil {
 		t := toastFailed(f.err.Error())
-		return reply{body: answer(c.Generation, &t, nil), outcome: OutcomeFailure}
+		return reply{body: answer(c.Generation, &t, nil), outcome: OutcomeFailure, reason: f.err.Error()}
 	}
 	return reply{body: answer(c.Generation, &toastDone, f.card), outcome: OutcomeSuccess}
 }
@@ -262,8 +263,6 @@ func (r *runner) execute(fk flightKey, f *flight, c Click) {
 		r.log.Error("cannot record the outcome of a click; a later click may run the logic again",
 			"message_id", fk.msg, "button_type", fk.ButtonType, "status", st.Status, "err", werr)
 	}
-	r.log.Info("logic finished", "message_id", fk.msg, "button_type", fk.ButtonType, "button_id", fk.ButtonID,
-		"open_id", c.OpenID, "status", st.Status, "reason", st.Reason, "duration", st.Finished.Sub(started))
 
 	r.mu.Lock()
 	delete(r.flights, fk)
@@ -275,8 +274,10 @@ func (r *runner) execute(fk flightKey, f *flight, c Click) {
 	r.mu.Unlock()
 
 	if len(late) == 0 {
-		return
+		return // the callback's own log line tells the outcome
 	}
+	r.log.Info("logic finished after the answer budget", "message_id", fk.msg, "button_type", fk.ButtonType, "button_id", fk.ButtonID,
+		"open_id", c.OpenID, "status", st.Status, "reason", st.Reason, "duration", st.Finished.Sub(started))
 	push := final
 	if err != nil {
 		var ferr error

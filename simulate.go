@@ -73,7 +73,7 @@ func (cf *clientFlags) build(c Click, challenge bool) platformRequest {
 	s := newSigner(cf.cfg.verificationToken, cf.cfg.encryptKey)
 	ts, nonce := time.Now().Format(time.RFC1123), randomID(16)
 	if challenge {
-		return s.seal(Legacy, challengeBody(randomID(16), cf.cfg.verificationToken), true, ts, nonce)
+		return s.seal(Legacy, challengeBody(randomID(16), cf.cfg.verificationToken), sealChallenge, ts, nonce)
 	}
 	g := cf.generation()
 	var plain []byte
@@ -85,7 +85,7 @@ func (cf *clientFlags) build(c Click, challenge bool) platformRequest {
 		}
 		plain = newBody(c, cf.cfg.verificationToken, cf.appID, time.Now())
 	}
-	return s.seal(g, plain, false, ts, nonce)
+	return s.seal(g, plain, sealClick, ts, nonce)
 }
 
 // runSimulate is `cardcallback simulate`: one click (or challenge) exactly

@@ -34,6 +34,10 @@ export FEISHU_ENCRYPT_KEY=bench-encrypt-key
 export CARDCALLBACK_ADMIN_TOKEN=bench-admin-token
 PORT=18080
 
+for p in 18080 18081; do
+  if curl -s -o /dev/null "http://127.0.0.1:$p/"; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
+done
+
 wait_port() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
 
 # start_server ARGS...: the callback server, pinned, logs to a file.
