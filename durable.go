@@ -303,6 +303,13 @@ func syncDir(path string) error {
 	return d.Sync()
 }
 
+// observeSync sets a function told each fdatasync's latency.
+func (s *fileStore) observeSync(fn func(time.Duration)) {
+	s.fileMu.Lock()
+	s.onSync = fn
+	s.fileMu.Unlock()
+}
+
 // failRunning marks clicks left running by a crash as failed, so they can
 // be retried.
 func (s *fileStore) failRunning() error {

@@ -28,6 +28,7 @@ type feishuClient struct {
 	callTimeout time.Duration
 	backoff     time.Duration
 
+	metrics    *metrics      // nil: counted nowhere
 	refreshing chan struct{} // one token refresh at a time
 	mu         sync.Mutex
 	token      string
@@ -97,11 +98,19 @@ func (c *feishuClient) tenantToken(ctx context.Context, stale string) (string, e
 		Expire int    `json:"expire"`
 	}
 	body := map[string]string{"app_id": c.appID, "app_secret": c.appSecret}
-	if err := c.post(ctx, "/open-apis/auth/v3/tenant_access_token/internal", "", body, &out); err != nil {
-		return "", fmt.Errorf("tenant_access_token: %w", err)
+	err := c.post(ctx, "/open-apis/auth/v3/tenant_access_token/internal", "", body, &out)
+	if err == nil && (out.Code != 0 || out.Token == "") {
+		err = &apiError{HTTPStatus: 200, Code: out.Code, Msg: out.Msg}
 	}
-	if out.Code != 0 || out.Token == "" {
-		return "", fmt.Errorf("tenant_access_token: %w", &apiError{HTTPStatus: 200, Code: out.Code, Msg: out.Msg})
+	if c.metrics != nil {
+		result := "ok"
+		if err != nil {
+			result = "failed"
+		}
+		c.metrics.tokens.inc(result)
+	}
+	if err != nil {
+		return "", fmt.Errorf("tenant_access_token: %w", err)
 	}
 	c.mu.Lock()
 	c.token, c.expires = out.Token, c.now().Add(time.Duration(out.Expire)*time.Second)

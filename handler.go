@@ -102,7 +102,7 @@ func (v *verifier) tokenMatches(token string) bool {
 
 // handleCallback serves the card request URL: the challenge and both
 // generations of click (PROTOCOL §1).
-func handleCallback(log *slog.Logger, v *verifier, rn *runner) http.Handler {
+func handleCallback(log *slog.Logger, v *verifier, rn *runner, m *metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var in inbound
@@ -114,9 +114,17 @@ func handleCallback(log *slog.Logger, v *verifier, rn *runner) http.Handler {
 			}
 			log.WarnContext(r.Context(), "callback refused", "outcome", outcome, "err", err, "duration", time.Since(start))
 			writeError(w, log, r, err)
+			m.callbacks.inc("unknown", string(outcome))
+			m.answer.observe(time.Since(start))
 			return
 		}
 		writeJSON(w, http.StatusOK, rep.body)
+		m.answer.observe(time.Since(start))
+		gen := c.Generation.String()
+		if rep.outcome == OutcomeChallenge {
+			gen = "none"
+		}
+		m.callbacks.inc(gen, string(rep.outcome))
 		if rep.written != nil {
 			if f, ok := w.(http.Flusher); ok {
 				f.Flush()

@@ -22,7 +22,7 @@ func benchEnv(b *testing.B, opts ...func(*config)) *testEnv {
 	rn := newRunner(st, func(ctx context.Context, c Click) error { return nil }, log,
 		runnerConfig{respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout}, nil)
 	return &testEnv{cfg: cfg, store: st, runner: rn, logs: &syncBuffer{},
-		handler: newServer(log, cfg, st, rn, nil), signer: newSigner(cfg.verificationToken, cfg.encryptKey)}
+		handler: newServer(log, cfg, st, rn, nil, rn.metrics), signer: newSigner(cfg.verificationToken, cfg.encryptKey)}
 }
 
 // benchRequests builds n signed clicks on messages prefix0…prefixN-1.
@@ -87,7 +87,7 @@ func BenchmarkCallback(b *testing.B) {
 					if !tc.repeat {
 						e.store = newMemStore()
 						e.runner.store = e.store
-						e.handler = newServer(slog.New(slog.DiscardHandler), e.cfg, e.store, e.runner, nil)
+						e.handler = newServer(slog.New(slog.DiscardHandler), e.cfg, e.store, e.runner, nil, e.runner.metrics)
 						fill()
 					}
 					i = 0

@@ -48,6 +48,8 @@ type testEnv struct {
 	handler http.Handler
 	signer  *signer // signs and encrypts like the platform, with cfg's secrets
 	logs    *syncBuffer
+	sink    *logSink
+	metrics *metrics
 }
 
 // countingLogic succeeds and counts its runs.
@@ -81,12 +83,19 @@ func newEnv(t *testing.T, logic Logic, opts ...func(*config)) *testEnv {
 func newEnvWith(t *testing.T, cfg *config, st Store, logic Logic, fc *feishuClient) *testEnv {
 	t.Helper()
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	rn := newRunner(st, logic, log, runnerConfig{allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout}, pusherOf(fc))
+	sink := newLogSink(logs)
+	log := newLogger("text", sink)
+	m := newMetrics()
+	m.storedRecord = st.Len
+	if fc != nil {
+		fc.metrics = m
+	}
+	rn := newRunner(st, logic, log, runnerConfig{allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout, metrics: m}, pusherOf(fc))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		rn.shutdown(ctx)
+		sink.Flush()
 		for _, secret := range []string{testToken, testKey, testAdmin, "c-tok"} {
 			if strings.Contains(logs.String(), secret) {
 				t.Errorf("a secret (%s) reached the logs:\n%s", secret, logs)
@@ -95,8 +104,8 @@ func newEnvWith(t *testing.T, cfg *config, st Store, logic Logic, fc *feishuClie
 	})
 	return &testEnv{
 		t: t, cfg: cfg, store: st, runner: rn, logs: logs,
-		handler: newServer(log, cfg, st, rn, fc),
-		signer:  newSigner(cfg.verificationToken, cfg.encryptKey),
+		handler: newServer(log, cfg, st, rn, fc, m), metrics: m, sink: sink,
+		signer: newSigner(cfg.verificationToken, cfg.encryptKey),
 	}
 }
 
@@ -202,8 +211,8 @@ func TestClickRoundTrip(t *testing.T) {
 				if n := l.n.Load(); n != 1 {
 					t.Errorf("logic ran %d times, want 1", n)
 				}
-				if !strings.Contains(e.logs.String(), "outcome=success") || !strings.Contains(e.logs.String(), "message_id=om_1") {
-					t.Errorf("no callback log line with message id and outcome:\n%s", e.logs)
+				if !strings.Contains(e.logText(), "outcome=success") || !strings.Contains(e.logText(), "message_id=om_1") {
+					t.Errorf("no callback log line with message id and outcome:\n%s", e.logText())
 				}
 			})
 		}
@@ -229,8 +238,8 @@ func TestPlainLegacyClickWithEncryptKey(t *testing.T) {
 func TestFailureReasonLogged(t *testing.T) {
 	e := newEnv(t, func(context.Context, Click) error { return errors.New("deploy API said 503") })
 	e.click(Legacy, testClick("om_1"))
-	if !strings.Contains(e.logs.String(), `reason="deploy API said 503"`) {
-		t.Errorf("the callback line lacks the reason:\n%s", e.logs)
+	if !strings.Contains(e.logText(), `reason="deploy API said 503"`) {
+		t.Errorf("the callback line lacks the reason:\n%s", e.logText())
 	}
 }
 
@@ -371,8 +380,8 @@ func TestVerificationFailures(t *testing.T) {
 				t.Error("the logic ran for an unverified click")
 			}
 			sameJSON(t, e.getCard("om_1"), card)
-			if !strings.Contains(e.logs.String(), "rejected-verification") {
-				t.Errorf("no log line for the rejected callback:\n%s", e.logs)
+			if !strings.Contains(e.logText(), "rejected-verification") {
+				t.Errorf("no log line for the rejected callback:\n%s", e.logText())
 			}
 		})
 	}
@@ -567,4 +576,10 @@ func TestCardsAPI(t *testing.T) {
 	sameJSON(t, e.getCard("om_1"), []byte(`{"elements":[{"tag":"hr"}]}`))
 	wantStatus(t, e.do("DELETE", "/cards/om_1", nil, nil), 204)
 	wantStatus(t, e.do("GET", "/cards/om_1", nil, nil), 404)
+}
+
+// logText is everything logged so far.
+func (e *testEnv) logText() string {
+	e.sink.Flush()
+	return e.logs.String()
 }

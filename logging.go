@@ -65,13 +65,15 @@ func (s *logSink) run(ctx context.Context) {
 	}
 }
 
-// urgentHandler flushes the sink after every record at WARN or above.
+// urgentHandler adds the request id to every record and flushes the sink
+// after every record at WARN or above.
 type urgentHandler struct {
 	slog.Handler
 	sink *logSink
 }
 
 func (h urgentHandler) Handle(ctx context.Context, r slog.Record) error {
+	requestIDAttr(ctx, &r)
 	err := h.Handler.Handle(ctx, r)
 	if r.Level >= slog.LevelWarn {
 		h.sink.Flush()

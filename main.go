@@ -68,12 +68,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	defer st.Close()
 
+	m := newMetrics()
+	m.storedRecord = st.Len
+	if fs, ok := st.(*fileStore); ok {
+		fs.observeSync(m.fsync.observe)
+	}
 	var fc *feishuClient
 	if cfg.hasApp() {
 		fc = newFeishuClient(cfg.feishuURL, cfg.appID, cfg.appSecret)
+		fc.metrics = m
 	}
 	rn := newRunner(st, businessLogic(cfg, log), log, runnerConfig{
-		allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout,
+		allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout, metrics: m,
 	}, pusherOf(fc))
 	warnings(cfg, log)
 
@@ -82,7 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return err
 	}
 	srv := &http.Server{
-		Handler:           newServer(log, cfg, st, rn, fc),
+		Handler:           newServer(log, cfg, st, rn, fc, m),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      cfg.respondWithin + 15*time.Second,

@@ -48,6 +48,7 @@ type runner struct {
 	respondWithin time.Duration
 	logicTimeout  time.Duration
 	pusher        cardPusher // nil without app credentials
+	metrics       *metrics
 	now           func() time.Time
 
 	// bg is the parent of all background work; stop cancels it with
@@ -103,12 +104,16 @@ type runnerConfig struct {
 	allow         []string
 	respondWithin time.Duration
 	logicTimeout  time.Duration
+	metrics       *metrics // nil: counted nowhere
 }
 
 func newRunner(st Store, logic Logic, log *slog.Logger, cfg runnerConfig, p cardPusher) *runner {
 	bg, stop := context.WithCancelCause(context.Background())
+	if cfg.metrics == nil {
+		cfg.metrics = newMetrics()
+	}
 	return &runner{
-		store: st, logic: logic, log: log, pusher: p, now: time.Now,
+		store: st, logic: logic, log: log, pusher: p, now: time.Now, metrics: cfg.metrics,
 		allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout,
 		bg: bg, stop: stop, flights: make(map[flightKey]*flight),
 	}
@@ -142,7 +147,7 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 		r.flights[fk] = f
 		r.wg.Add(1)
 		r.mu.Unlock()
-		go r.execute(fk, f, c)
+		go r.execute(context.WithoutCancel(ctx), fk, f, c)
 	} else {
 		r.mu.Unlock()
 	}
@@ -223,7 +228,9 @@ func (r *runner) finalReply(c Click, f *flight) reply {
 // execute runs the logic for a flight, records the outcome, releases the
 // waiters and pushes the final card to the clicks that were answered
 // "in progress".
-func (r *runner) execute(fk flightKey, f *flight, c Click) {
+//
+// ctx carries the first click's request id for the log; it cancels nothing.
+func (r *runner) execute(ctx context.Context, fk flightKey, f *flight, c Click) {
 	defer r.wg.Done()
 	started := r.now()
 	st := ClickState{Key: fk.ClickKey, Status: StatusRunning, Operator: c.OpenID, Started: started}
@@ -231,10 +238,11 @@ func (r *runner) execute(fk flightKey, f *flight, c Click) {
 	if err != nil {
 		err = fmt.Errorf("cannot record the click: %w", err)
 	} else {
-		ctx, cancel := context.WithTimeoutCause(r.bg, r.logicTimeout,
+		lctx, cancel := context.WithTimeoutCause(r.bg, r.logicTimeout,
 			fmt.Errorf("timed out after %s", r.logicTimeout))
-		err = safeRun(ctx, r.logic, c)
+		err = safeRun(contextWithRequestID(lctx, requestID(ctx)), r.logic, c)
 		cancel()
+		r.metrics.logic.observe(r.now().Sub(started))
 	}
 
 	var final, original []byte
@@ -260,7 +268,7 @@ func (r *runner) execute(fk flightKey, f *flight, c Click) {
 		return cur.withClick(st, final, st.Finished)
 	})
 	if werr != nil {
-		r.log.Error("cannot record the outcome of a click; a later click may run the logic again",
+		r.log.ErrorContext(ctx, "cannot record the outcome of a click; a later click may run the logic again",
 			"message_id", fk.msg, "button_type", fk.ButtonType, "status", st.Status, "err", werr)
 	}
 
@@ -276,7 +284,7 @@ func (r *runner) execute(fk flightKey, f *flight, c Click) {
 	if len(late) == 0 {
 		return // the callback's own log line tells the outcome
 	}
-	r.log.Info("logic finished after the answer budget", "message_id", fk.msg, "button_type", fk.ButtonType, "button_id", fk.ButtonID,
+	r.log.InfoContext(ctx, "logic finished after the answer budget", "message_id", fk.msg, "button_type", fk.ButtonType, "button_id", fk.ButtonID,
 		"open_id", c.OpenID, "status", st.Status, "reason", st.Reason, "duration", st.Finished.Sub(started))
 	push := final
 	if err != nil {
@@ -285,15 +293,16 @@ func (r *runner) execute(fk flightKey, f *flight, c Click) {
 			push, _ = failedCard(nil, st.Reason)
 		}
 	}
-	r.pushAll(fk.msg, push, late, isExclusive(push))
+	r.pushAll(ctx, fk.msg, push, late, isExclusive(push))
 }
 
 // pushAll sends the final card to the clicks answered "in progress". A
 // shared card needs one update, made with the newest token; an exclusive
 // card is updated for each operator with that operator's token.
-func (r *runner) pushAll(msg string, card []byte, late []lateClick, exclusive bool) {
+func (r *runner) pushAll(ctx context.Context, msg string, card []byte, late []lateClick, exclusive bool) {
 	if r.pusher == nil {
-		r.log.Warn("the final card cannot be pushed: no app credentials (set FEISHU_APP_ID and FEISHU_APP_SECRET); a new click shows it",
+		r.metrics.pushes.inc("no-credentials")
+		r.log.WarnContext(ctx, "the final card cannot be pushed: no app credentials (set FEISHU_APP_ID and FEISHU_APP_SECRET); a new click shows it",
 			"message_id", msg)
 		return
 	}
@@ -316,13 +325,15 @@ func (r *runner) pushAll(msg string, card []byte, late []lateClick, exclusive bo
 		case <-r.bg.Done():
 			return
 		}
-		ctx, cancel := context.WithDeadlineCause(r.bg, lc.expires, errUpdateTokenExpired)
-		err := r.pusher.updateCard(ctx, lc.token, card, ids)
+		pctx, cancel := context.WithDeadlineCause(r.bg, lc.expires, errUpdateTokenExpired)
+		err := r.pusher.updateCard(pctx, lc.token, card, ids)
 		cancel()
 		if err != nil {
-			r.log.Error("cannot push the final card", "message_id", msg, "open_id", lc.openID, "err", err)
+			r.metrics.pushes.inc("failed")
+			r.log.ErrorContext(ctx, "cannot push the final card", "message_id", msg, "open_id", lc.openID, "err", err)
 		} else {
-			r.log.Info("final card pushed", "message_id", msg, "open_id", lc.openID)
+			r.metrics.pushes.inc("ok")
+			r.log.InfoContext(ctx, "final card pushed", "message_id", msg, "open_id", lc.openID)
 		}
 	}
 }

@@ -181,7 +181,7 @@ func TestAllowLists(t *testing.T) {
 					t.Error("the logic ran for someone not allowed")
 				}
 				sameJSON(t, e.getCard("om_1"), card)
-				if logs := e.logs.String(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "open_id=ou_op") || !strings.Contains(logs, "user_id=u_op") {
+				if logs := e.logText(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "open_id=ou_op") || !strings.Contains(logs, "user_id=u_op") {
 					t.Errorf("no warning with the operator's ids:\n%s", logs)
 				}
 			})
@@ -303,8 +303,8 @@ func TestInProgressWithoutCredentials(t *testing.T) {
 	wantAnswer(t, Legacy, e.click(Legacy, testClick("om_1")), prog, nil)
 	close(g.release)
 	e.runner.shutdown(context.Background())
-	if !strings.Contains(e.logs.String(), "FEISHU_APP_ID") {
-		t.Errorf("no warning that the final card cannot be pushed:\n%s", e.logs)
+	if !strings.Contains(e.logText(), "FEISHU_APP_ID") {
+		t.Errorf("no warning that the final card cannot be pushed:\n%s", e.logText())
 	}
 	done, _ := doneCard([]byte(`{"elements":[]}`))
 	wantAnswer(t, New, e.click(New, testClick("om_1")), done, &toastRepeat)

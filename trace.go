@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+)
+
+// Request tracing: every request gets an id — the platform's X-Request-Id
+// or X-Tt-Logid when it sends one, else a generated one — that is echoed in
+// the answer's X-Request-Id header and carried by every log line the
+// request causes, the background work it starts included.
+
+type requestIDKey struct{}
+
+// requestIDs makes ids for requests that bring none: a random prefix per
+// process and a counter, unique and cheap.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs { return &requestIDs{prefix: "cc-" + randomID(4) + "-"} }
+
+func (g *requestIDs) next() string { return g.prefix + strconv.FormatUint(g.n.Add(1), 10) }
+
+// withRequestID tags each request with its id.
+func withRequestID(ids *requestIDs, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = r.Header.Get("X-Tt-Logid")
+		}
+		if !validRequestID(id) {
+			id = ids.next()
+		}
+		w.Header()["X-Request-Id"] = []string{id}
+		next.ServeHTTP(w, r.WithContext(contextWithRequestID(r.Context(), id)))
+	})
+}
+
+// validRequestID keeps what a client sends out of the logs unless it looks
+// like an id: at most 128 letters, digits and . _ : -.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func contextWithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// requestIDAttr adds the context's request id to a log record.
+func requestIDAttr(ctx context.Context, r *slog.Record) {
+	if ctx == nil {
+		return
+	}
+	if id := requestID(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+}
