@@ -37,6 +37,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			sub = runSimulate
 		case "loadtest":
 			sub = runLoadtest
+		case "check":
+			sub = runCheck
 		}
 		if sub != nil {
 			err := sub(ctx, args[2:], getenv, stdout, stderr)
