@@ -29,7 +29,9 @@ func startRun(t *testing.T, ctx context.Context, args []string, env map[string]s
 		errc <- err
 	}()
 	addr := make(chan string, 1)
+	read := make(chan struct{}) // closed when every log line is in logs
 	go func() {
+		defer close(read)
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			logs.Write(append(sc.Bytes(), '\n'))
@@ -45,7 +47,7 @@ func startRun(t *testing.T, ctx context.Context, args []string, env map[string]s
 		if !ok {
 			t.Fatalf("the server did not start: %v\n%s", <-errc, logs)
 		}
-		return "http://" + a, logs, func() error { return <-errc }
+		return "http://" + a, logs, func() error { err := <-errc; <-read; return err }
 	case <-time.After(30 * time.Second):
 		t.Fatal("the server did not start in time")
 	}
