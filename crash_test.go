@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -46,18 +43,7 @@ func startBinary(t *testing.T, bin string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, logs: &syncBuffer{}}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			p.logs.Write(append(sc.Bytes(), '\n'))
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-				addr <- line.Addr
-			}
-		}
-		close(addr)
-	}()
+	addr, _ := watchLog(stderr, p.logs)
 	select {
 	case a, ok := <-addr:
 		if !ok {
@@ -80,28 +66,13 @@ func (p *proc) kill() {
 var crashClient = &http.Client{Timeout: 30 * time.Second}
 
 func (p *proc) admin(method, path string, body []byte) (int, []byte, error) {
-	req, _ := http.NewRequest(method, p.base+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+testAdmin)
-	resp, err := crashClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	r := platformRequest{Body: body, Header: http.Header{"Authorization": {"Bearer " + testAdmin}}}
+	return send(context.Background(), crashClient, method, p.base+path, r)
 }
 
 func (p *proc) click(msg string) (int, []byte, error) {
 	r := newSigner(testToken, "").seal(Legacy, legacyBody(testClick(msg)), sealClick, "1700000000", randomID(8))
-	req, _ := http.NewRequest("POST", p.base+"/webhook/card", bytes.NewReader(r.Body))
-	req.Header = r.Header
-	resp, err := crashClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	return send(context.Background(), crashClient, "POST", p.base+"/webhook/card", r)
 }
 
 // crashLedger is what the load acknowledged, and so must survive.

@@ -179,7 +179,7 @@ func (lt *loadtest) drive(ctx context.Context, stdout io.Writer) error {
 				i := int(next.Add(1) - 1)
 				r := lt.request(i)
 				t0 := time.Now()
-				status, body, err := post(ctx, lt.hc, lt.cf.url, r)
+				status, body, err := send(ctx, lt.hc, "POST", lt.cf.url, r)
 				if err != nil {
 					if ctx.Err() == nil {
 						results[w] = append(results[w], result{first: i < lt.cards, bad: err.Error()})

@@ -28,20 +28,7 @@ func startRun(t *testing.T, ctx context.Context, args []string, env map[string]s
 		pw.CloseWithError(fmt.Errorf("run returned: %v", err))
 		errc <- err
 	}()
-	addr := make(chan string, 1)
-	read := make(chan struct{}) // closed when every log line is in logs
-	go func() {
-		defer close(read)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			logs.Write(append(sc.Bytes(), '\n'))
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-				addr <- line.Addr
-			}
-		}
-		close(addr)
-	}()
+	addr, read := watchLog(pr, logs)
 	select {
 	case a, ok := <-addr:
 		if !ok {
@@ -52,6 +39,26 @@ func startRun(t *testing.T, ctx context.Context, args []string, env map[string]s
 		t.Fatal("the server did not start in time")
 	}
 	return "", nil, nil
+}
+
+// watchLog copies a server's JSON log lines into logs. addr yields the
+// address of its "listening" line, or closes if it ends without one; read
+// closes once every line is in logs.
+func watchLog(r io.Reader, logs *syncBuffer) (addr <-chan string, read <-chan struct{}) {
+	a, done := make(chan string, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(a)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			logs.Write(append(sc.Bytes(), '\n'))
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				a <- line.Addr
+			}
+		}
+	}()
+	return a, done
 }
 
 func TestRunEndToEnd(t *testing.T) {

@@ -119,7 +119,7 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 
 	hc := &http.Client{Timeout: cf.timeout}
 	start := time.Now()
-	status, body, err := post(ctx, hc, cf.url, req)
+	status, body, err := send(ctx, hc, "POST", cf.url, req)
 	if err != nil {
 		return err
 	}
@@ -135,9 +135,9 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	return nil
 }
 
-// post sends a prepared request and reads the whole answer.
-func post(ctx context.Context, hc *http.Client, url string, r platformRequest) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(r.Body))
+// send sends a prepared request and reads the whole answer.
+func send(ctx context.Context, hc *http.Client, method, url string, r platformRequest) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(r.Body))
 	if err != nil {
 		return 0, nil, err
 	}
