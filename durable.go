@@ -357,20 +357,38 @@ func (s *fileStore) Len() int {
 }
 
 func (s *fileStore) Update(id string, fn func(*Record) *Record) error {
+	b, err := s.apply(id, fn, true)
+	if err != nil || b == nil {
+		return err
+	}
+	<-b.done
+	return b.err
+}
+
+func (s *fileStore) UpdateNoWait(id string, fn func(*Record) *Record) error {
+	_, err := s.apply(id, fn, false)
+	return err
+}
+
+// apply changes the record in memory and queues its frame; the returned
+// batch ends once the frame is on disk (nil when nothing changed). Only a
+// write that waits starts a sync: one that does not rides along with the
+// next.
+func (s *fileStore) apply(id string, fn func(*Record) *Record, sync bool) (*batch, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return errStoreClosed
+		return nil, errStoreClosed
 	}
 	if s.broken != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("the data file failed a write and takes no more until restart: %w", s.broken)
+		return nil, fmt.Errorf("the data file failed a write and takes no more until restart: %w", s.broken)
 	}
 	cur := s.recs[id]
 	r := fn(cur)
 	if r == nil && cur == nil {
 		s.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	if r != nil {
 		s.recs[id] = r
@@ -381,12 +399,13 @@ func (s *fileStore) Update(id string, fn func(*Record) *Record) error {
 	s.frames++
 	b := s.cur
 	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
+	if sync {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
-	<-b.done
-	return b.err
+	return b, nil
 }
 
 // syncLoop writes and syncs pending frames, one batch at a time.

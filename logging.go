@@ -12,11 +12,15 @@ import (
 // stderr costs a system call each, a large share of a click's budget. Lines
 // are written out every flushEvery, when 64 KB are waiting, and at once for
 // warnings and errors (see urgentHandler), so what an operator is paged for
-// is never held back.
+// is never held back. A slow destination (a disk in write-back, a full
+// pipe) holds up only the writer of a batch, not every request that logs:
+// batches are written outside the lock that lines are added under.
 type logSink struct {
-	mu  sync.Mutex
-	w   io.Writer
-	buf []byte
+	mu    sync.Mutex // guards buf
+	buf   []byte
+	spare []byte
+	wmu   sync.Mutex // orders the batches on w
+	w     io.Writer
 }
 
 const (
@@ -24,30 +28,33 @@ const (
 	logSinkLimit = 64 << 10
 )
 
-func newLogSink(w io.Writer) *logSink { return &logSink{w: w, buf: make([]byte, 0, logSinkLimit)} }
+func newLogSink(w io.Writer) *logSink {
+	return &logSink{w: w, buf: make([]byte, 0, logSinkLimit), spare: make([]byte, 0, logSinkLimit)}
+}
 
 func (s *logSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.buf = append(s.buf, p...)
-	if len(s.buf) >= logSinkLimit {
-		s.flushLocked()
+	full := len(s.buf) >= logSinkLimit
+	s.mu.Unlock()
+	if full {
+		s.Flush()
 	}
 	return len(p), nil
 }
 
 // Flush writes out what is waiting.
 func (s *logSink) Flush() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.flushLocked()
-}
-
-func (s *logSink) flushLocked() {
-	if len(s.buf) > 0 {
-		s.w.Write(s.buf)
-		s.buf = s.buf[:0]
+	batch := s.buf
+	s.buf = s.spare[:0]
+	s.mu.Unlock()
+	if len(batch) > 0 {
+		s.w.Write(batch)
 	}
+	s.spare = batch // only touched under wmu
 }
 
 // run flushes every flushEvery until ctx ends, then once more.

@@ -234,7 +234,10 @@ func (r *runner) execute(ctx context.Context, fk flightKey, f *flight, c Click) 
 	defer r.wg.Done()
 	started := r.now()
 	st := ClickState{Key: fk.ClickKey, Status: StatusRunning, Operator: c.OpenID, Started: started}
-	err := r.store.Update(fk.msg, func(cur *Record) *Record { return cur.withClick(st, nil, started) })
+	// Nothing waits on "running" reaching the disk: it goes with the
+	// outcome's write. A crash before that leaves no trace or a running
+	// state, and either way the click can be tried again.
+	err := r.store.UpdateNoWait(fk.msg, func(cur *Record) *Record { return cur.withClick(st, nil, started) })
 	if err != nil {
 		err = fmt.Errorf("cannot record the click: %w", err)
 	} else {

@@ -431,3 +431,35 @@ func TestDurableClickSurvivesRestart(t *testing.T) {
 	other.OpenID, other.UserID, other.UnionID = "ou_x", "u_x", "on_x"
 	wantAnswer(t, New, e.click(New, other), nil, &toastNotAllowed) // the allow list survived too
 }
+
+func TestFileStoreUpdateNoWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cards.db")
+	s, _ := openTestStore(t, path, false)
+	running := ClickState{Key: ClickKey{PublishButton, "b1"}, Status: StatusRunning}
+	if err := s.UpdateNoWait("om_1", func(cur *Record) *Record { return cur.withClick(running, nil, time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := s.Get("om_1"); !ok || len(r.Clicks) != 1 {
+		t.Fatal("the change is not visible at once")
+	}
+	put(t, s, "om_2", `{}`) // a write that waits takes the earlier one along
+	s.fileMu.Lock()
+	data, _ := os.ReadFile(path)
+	s.fileMu.Unlock()
+	recs := map[string]*Record{}
+	f, _ := os.Open(path)
+	replay(f, int64(len(data)), recs)
+	f.Close()
+	if recs["om_1"] == nil || recs["om_2"] == nil {
+		t.Errorf("on disk after the waiting write: %v, want both records", recs)
+	}
+	if err := s.UpdateNoWait("om_3", func(cur *Record) *Record { return cur.withCard([]byte(`{}`), nil, nil, time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // and Close writes what is pending
+	s, _ = openTestStore(t, path, false)
+	defer s.Close()
+	if _, ok := s.Get("om_3"); !ok {
+		t.Error("a pending write was lost at Close")
+	}
+}
