@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -475,6 +476,9 @@ func (s *fileStore) runCompaction() {
 }
 
 func (s *fileStore) flush() {
+	// Let writers that are ready to run add their frames first: with one
+	// processor (GOMAXPROCS=1) they would otherwise wait out this sync.
+	runtime.Gosched()
 	s.mu.Lock()
 	if len(s.pending) == 0 {
 		s.mu.Unlock()
