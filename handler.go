@@ -132,7 +132,7 @@ func handleCallback(log *slog.Logger, v *verifier, rn *runner, m *metrics) http.
 			rep.written()
 		}
 		if rep.outcome == OutcomeChallenge {
-			log.InfoContext(r.Context(), "url verification answered")
+			logFast(r.Context(), log, slog.LevelInfo, "url verification answered")
 			return
 		}
 		logCallback(r.Context(), log, c, rep, start)
