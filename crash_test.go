@@ -223,3 +223,61 @@ func verifyLedger(t *testing.T, p *proc, l *crashLedger, runs string, doneRuns m
 		}
 	}
 }
+
+// TestBinaryDrainsOnSIGTERM sends SIGTERM to the real binary while a click
+// waits for its logic: the click is still answered, then the process exits
+// cleanly.
+func TestBinaryDrainsOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	fifo := filepath.Join(t.TempDir(), "go")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startBinary(t, buildBinary(t), "-respond-within", "2.5s", "-exec", `read line < "`+fifo+`"`)
+	ran := make(chan struct{})
+	type answer struct {
+		code int
+		body []byte
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		code, body, err := p.click("om_term")
+		got <- answer{code, body, err}
+	}()
+	go func() {
+		// The logic is running once the script holds the FIFO open.
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		close(ran)
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		// Release the logic only once the server is shutting down, so the
+		// click is in flight during the drain.
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if strings.Contains(p.logs.String(), "shutting down") {
+				break
+			}
+		}
+		w.Write([]byte("go\n"))
+		w.Close()
+	}()
+	select {
+	case <-ran:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the logic did not start")
+	}
+	a := <-got
+	if a.err != nil || a.code != 200 || !jsonEqual(a.body, renderDone(nil)) {
+		t.Errorf("the in-flight click got %d %s %v, want the done card", a.code, a.body, a.err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Errorf("exit: %v, want a clean exit\n%s", err, p.logs)
+	}
+	if logs := p.logs.String(); !strings.Contains(logs, "shutting down") || !strings.Contains(logs, `"msg":"stopped"`) {
+		t.Errorf("no clean stop in the logs:\n%s", p.logs)
+	}
+}

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -377,4 +380,34 @@ func TestSendMessageWithoutCredentials(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), "FEISHU_APP_ID") {
 		t.Errorf("got %s, want a message naming FEISHU_APP_ID", rec.Body)
 	}
+}
+
+// TestSlowExecInProgressThenPush runs a real -exec script that outlasts the
+// budget: the click is answered in progress, and the final card is pushed
+// once the script ends.
+func TestSlowExecInProgressThenPush(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "go")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeFeishu(t)
+	// The script blocks until the test writes to the FIFO.
+	logic := execLogic(`read line < "`+fifo+`"; echo "released $line" >&2`, testEnviron())
+	e := newEnvWith(t, withConfig(fastBudget), newMemStore(), logic, f.client())
+	card := readFixture(t, "card_v1_i18n.json")
+	e.putCard("om_1", card, "")
+
+	prog, _ := progressCard(card)
+	wantAnswer(t, New, e.platformClick(f, New, testClick("om_1")), prog, &toastProgress)
+
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("now\n"))
+	w.Close()
+	u := f.waitUpdate(t)
+	done, _ := doneCard(card)
+	sameJSON(t, u.Card, done)
+	wantAnswer(t, Legacy, e.click(Legacy, testClick("om_1")), done, nil)
 }
