@@ -162,7 +162,8 @@ func (s *fileStore) load(repair bool) error {
 	case end < size:
 		s.log.Warn("cutting off a torn write at the end of the data file (a crash mid-write; it was never acknowledged)",
 			"path", s.path, "offset", end, "bytes", size-end)
-		if err := f.Truncate(end); err == nil {
+		err := f.Truncate(end)
+		if err == nil {
 			err = f.Sync()
 		}
 		if err != nil {
@@ -209,7 +210,7 @@ func (s *fileStore) repairTo(end int64) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.CopyN(f, src, end); err == nil {
+	if _, err = io.CopyN(f, src, end); err == nil {
 		err = f.Sync()
 	}
 	if err == nil {
