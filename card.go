@@ -68,7 +68,9 @@ type ClickKey struct {
 }
 
 // inbound is the union of every body the callback URL receives, decoded in
-// one pass. Fields that are not ours to read are left undecoded.
+// one pass by decodeInbound (decode.go). Fields that are not ours to read
+// are left undecoded. The json tags give encoding/json the same view: the
+// fuzz test holds the two decoders to each other.
 type inbound struct {
 	Encrypt *string `json:"encrypt"`
 
@@ -251,7 +253,7 @@ func marshalNoEscape(v any) ([]byte, error) {
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// errBadCard is wrapped by errors about a stored card that cannot be read.
+// errBadCard says a stored card cannot be read as a card.
 var errBadCard = errors.New("stored card is not a JSON object")
 
 // rewriteCard returns card with its element lists replaced by (or, with
