@@ -350,10 +350,13 @@ type toast struct {
 	Type    string            `json:"type"`
 	Content string            `json:"content"`
 	I18n    map[string]string `json:"i18n"`
+	encoded []byte            // the JSON above, encoded once
 }
 
 func newToast(typ, zh, en string) toast {
-	return toast{Type: typ, Content: zh, I18n: map[string]string{"zh_cn": zh, "en_us": en}}
+	t := toast{Type: typ, Content: zh, I18n: map[string]string{"zh_cn": zh, "en_us": en}}
+	t.encoded = mustMarshal(t)
+	return t
 }
 
 var (
@@ -372,14 +375,15 @@ func toastFailed(reason string) toast {
 // for the new one {"toast":…,"card":{"type":"raw","data":…}}. A nil card
 // leaves the card unchanged; a nil toast shows none.
 func answer(g Generation, t *toast, card []byte) []byte {
-	var buf bytes.Buffer
 	if g == Legacy && card != nil {
 		return card
 	}
+	var buf bytes.Buffer
+	buf.Grow(len(card) + 256)
 	buf.WriteByte('{')
 	if t != nil {
 		buf.WriteString(`"toast":`)
-		buf.Write(mustMarshal(t))
+		buf.Write(t.encoded)
 	}
 	if card != nil {
 		if t != nil {
