@@ -50,6 +50,10 @@ type testEnv struct {
 	logs    *syncBuffer
 	sink    *logSink
 	metrics *metrics
+	// bodiesMayHoldSecrets turns off the check that no secret reaches the
+	// logs, for fuzzed bodies that may copy a secret into a field the log
+	// line shows (an open_id).
+	bodiesMayHoldSecrets bool
 }
 
 // countingLogic succeeds and counts its runs.
@@ -91,22 +95,26 @@ func newEnvWith(t *testing.T, cfg *config, st Store, logic Logic, fc *feishuClie
 		fc.metrics = m
 	}
 	rn := newRunner(st, logic, log, runnerConfig{allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout, metrics: m}, pusherOf(fc))
+	e := &testEnv{
+		t: t, cfg: cfg, store: st, runner: rn, logs: logs,
+		handler: newServer(log, cfg, st, rn, fc, m), metrics: m, sink: sink,
+		signer: newSigner(cfg.verificationToken, cfg.encryptKey),
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		rn.shutdown(ctx)
 		sink.Flush()
+		if e.bodiesMayHoldSecrets {
+			return
+		}
 		for _, secret := range []string{testToken, testKey, testAdmin, "c-tok"} {
 			if strings.Contains(logs.String(), secret) {
 				t.Errorf("a secret (%s) reached the logs:\n%s", secret, logs)
 			}
 		}
 	})
-	return &testEnv{
-		t: t, cfg: cfg, store: st, runner: rn, logs: logs,
-		handler: newServer(log, cfg, st, rn, fc, m), metrics: m, sink: sink,
-		signer: newSigner(cfg.verificationToken, cfg.encryptKey),
-	}
+	return e
 }
 
 func withKey(c *config) { c.encryptKey = testKey }
