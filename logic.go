@@ -16,7 +16,7 @@ import (
 // Logic is the business logic of a public_publish click: the full release.
 // A nil error is success; an error's text is shown to the user (at most 200
 // characters). It must honour ctx, which ends at the logic timeout or on
-// shutdown. A Go user plugs their own in run.
+// shutdown. A Go user plugs their own in businessLogic (main.go).
 type Logic func(ctx context.Context, c Click) error
 
 // logOnly is the built-in logic: it logs the click and succeeds.
