@@ -48,43 +48,57 @@ func newMetrics() *metrics {
 	}
 }
 
-// counterVec is a set of counters told apart by label values.
+// counterVec is a set of counters told apart by up to two label values.
+// Counting takes a read lock and allocates nothing once a combination
+// has been seen: it runs on every callback.
 type counterVec struct {
 	labels []string
-	m      sync.Map // joined label values → *atomic.Uint64
+	mu     sync.RWMutex
+	m      map[labelValues]*atomic.Uint64
 }
+
+type labelValues [2]string
 
 func (v *counterVec) inc(values ...string) {
-	key := joinLabels(values)
-	c, ok := v.m.Load(key)
-	if !ok {
-		c, _ = v.m.LoadOrStore(key, new(atomic.Uint64))
+	var key labelValues
+	copy(key[:], values)
+	v.mu.RLock()
+	c := v.m[key]
+	v.mu.RUnlock()
+	if c == nil {
+		v.mu.Lock()
+		if c = v.m[key]; c == nil {
+			if v.m == nil {
+				v.m = make(map[labelValues]*atomic.Uint64)
+			}
+			c = new(atomic.Uint64)
+			v.m[key] = c
+		}
+		v.mu.Unlock()
 	}
-	c.(*atomic.Uint64).Add(1)
+	c.Add(1)
 }
-
-func joinLabels(values []string) string { return strings.Join(values, "\x00") }
 
 // snapshot returns the label values and counts, in a stable order.
 func (v *counterVec) snapshot() (keys [][]string, counts []uint64) {
-	type kv struct {
-		k string
-		n uint64
+	v.mu.RLock()
+	all := make([]labelValues, 0, len(v.m))
+	for k := range v.m {
+		all = append(all, k)
 	}
-	var all []kv
-	v.m.Range(func(k, c any) bool {
-		all = append(all, kv{k.(string), c.(*atomic.Uint64).Load()})
-		return true
+	v.mu.RUnlock()
+	sort.Slice(all, func(i, j int) bool {
+		return all[i][0] < all[j][0] || all[i][0] == all[j][0] && all[i][1] < all[j][1]
 	})
-	sort.Slice(all, func(i, j int) bool { return all[i].k < all[j].k })
-	for _, e := range all {
-		keys = append(keys, splitLabels(e.k))
-		counts = append(counts, e.n)
+	for _, k := range all {
+		v.mu.RLock()
+		n := v.m[k].Load()
+		v.mu.RUnlock()
+		keys = append(keys, append([]string(nil), k[:len(v.labels)]...))
+		counts = append(counts, n)
 	}
 	return keys, counts
 }
-
-func splitLabels(k string) []string { return strings.Split(k, "\x00") }
 
 // histogram counts observations into cumulative buckets.
 type histogram struct {

@@ -125,20 +125,19 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 	if !c.IsPublish() {
 		return reply{body: []byte("{}"), outcome: OutcomeIgnored}
 	}
+	fk := flightKey{c.MessageID, c.Key()}
+	r.mu.Lock()
+	// Read the record under r.mu: an ending flight records its outcome in
+	// the store before it leaves r.flights.
 	rec, _ := r.store.Get(c.MessageID)
 	if !r.allowed(rec, c) {
+		r.mu.Unlock()
 		r.log.WarnContext(ctx, "click by someone not on the allow list",
 			"message_id", c.MessageID, "open_id", c.OpenID, "user_id", c.UserID, "union_id", c.UnionID)
 		return reply{body: answer(c.Generation, &toastNotAllowed, nil), outcome: OutcomeUnauthorized}
 	}
-
-	fk := flightKey{c.MessageID, c.Key()}
-	r.mu.Lock()
 	f := r.flights[fk]
 	if f == nil {
-		// Read the state under r.mu: an ending flight records its outcome
-		// in the store before it leaves r.flights.
-		rec, _ = r.store.Get(c.MessageID)
 		if st, ok := rec.Click(fk.ClickKey); ok && st.Status == StatusDone {
 			r.mu.Unlock()
 			return r.repeat(c, rec)
