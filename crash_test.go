@@ -32,6 +32,7 @@ type proc struct {
 	cmd  *exec.Cmd
 	base string
 	logs *syncBuffer
+	read <-chan struct{} // closed once stderr is read to its end
 }
 
 func startBinary(t *testing.T, bin string, args ...string) *proc {
@@ -43,7 +44,8 @@ func startBinary(t *testing.T, bin string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, logs: &syncBuffer{}}
-	addr, _ := watchLog(stderr, p.logs)
+	addr, read := watchLog(stderr, p.logs)
+	p.read = read
 	select {
 	case a, ok := <-addr:
 		if !ok {
@@ -60,7 +62,14 @@ func startBinary(t *testing.T, bin string, args ...string) *proc {
 
 func (p *proc) kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)
-	p.cmd.Wait()
+	p.wait()
+}
+
+// wait waits for the process to exit. Its stderr is read to the end first:
+// Wait closes the pipe, and lines not yet read would be lost.
+func (p *proc) wait() error {
+	<-p.read
+	return p.cmd.Wait()
 }
 
 var crashClient = &http.Client{Timeout: 30 * time.Second}
@@ -274,7 +283,7 @@ func TestBinaryDrainsOnSIGTERM(t *testing.T) {
 	if a.err != nil || a.code != 200 || !jsonEqual(a.body, renderDone(nil)) {
 		t.Errorf("the in-flight click got %d %s %v, want the done card", a.code, a.body, a.err)
 	}
-	if err := p.cmd.Wait(); err != nil {
+	if err := p.wait(); err != nil {
 		t.Errorf("exit: %v, want a clean exit\n%s", err, p.logs)
 	}
 	if logs := p.logs.String(); !strings.Contains(logs, "shutting down") || !strings.Contains(logs, `"msg":"stopped"`) {
