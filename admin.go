@@ -97,9 +97,7 @@ func handleCardGet(log *slog.Logger, st Store) http.Handler {
 		card := rec.Card
 		for _, c := range rec.Clicks {
 			if c.Status == StatusRunning {
-				if p, err := progressCard(card); err == nil {
-					card = p
-				}
+				card = renderProgress(card)
 				break
 			}
 		}

@@ -308,16 +308,6 @@ func withElement(list json.RawMessage, el json.RawMessage, prepend bool) json.Ra
 	return mustMarshal(els)
 }
 
-// renderDone is doneCard for a card that is being stored: a card whose
-// elements cannot be read is answered with the bare done card.
-func renderDone(card []byte) []byte {
-	done, err := doneCard(card)
-	if err != nil {
-		done, _ = doneCard(nil)
-	}
-	return done
-}
-
 // doneCard, progressCard and failedCard are the three states a click shows.
 func doneCard(card []byte) ([]byte, error)     { return rewriteCard(card, donePhrase, false) }
 func progressCard(card []byte) ([]byte, error) { return rewriteCard(card, progPhrase, false) }
@@ -325,6 +315,23 @@ func progressCard(card []byte) ([]byte, error) { return rewriteCard(card, progPh
 // failedCard keeps the card's buttons so the click can be retried.
 func failedCard(card []byte, reason string) ([]byte, error) {
 	return rewriteCard(card, failPhrase(reason), true)
+}
+
+// render is a state of card for a user to see: a card that cannot be
+// read as a card (nothing the admin API stores) shows as the bare state,
+// which beats showing the user nothing.
+func render(state func([]byte) ([]byte, error), card []byte) []byte {
+	out, err := state(card)
+	if err != nil {
+		out, _ = state(nil)
+	}
+	return out
+}
+
+func renderDone(card []byte) []byte     { return render(doneCard, card) }
+func renderProgress(card []byte) []byte { return render(progressCard, card) }
+func renderFailed(card []byte, reason string) []byte {
+	return render(func(c []byte) ([]byte, error) { return failedCard(c, reason) }, card)
 }
 
 // isExclusive reports whether an update of card is shown only to the

@@ -262,3 +262,15 @@ func TestDoneCardIsIdempotent(t *testing.T) {
 	twice, _ := doneCard(once)
 	sameJSON(t, twice, once)
 }
+
+func TestRenderFallsBackToTheBareState(t *testing.T) {
+	bad := []byte(`["not a card"]`)
+	for name, tc := range map[string]struct{ got, want []byte }{
+		"done":     {renderDone(bad), []byte(`{"elements":[` + div("已完成") + `]}`)},
+		"progress": {renderProgress(bad), []byte(`{"elements":[` + div("全量发布进行中…") + `]}`)},
+		"failed":   {renderFailed(bad, "x"), []byte(`{"elements":[` + div("全量发布失败：x") + `]}`)},
+	} {
+		t.Run(name, func(t *testing.T) { sameJSON(t, tc.got, tc.want) })
+	}
+	sameJSON(t, renderFailed([]byte(`{"elements":[{"tag":"hr"}]}`), "x"), []byte(`{"elements":[`+div("全量发布失败：x")+`,{"tag":"hr"}]}`))
+}

@@ -105,8 +105,7 @@ func (v *verifier) tokenMatches(token string) bool {
 func handleCallback(log *slog.Logger, v *verifier, rn *runner, m *metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		var in inbound
-		c, rep, err := serveCallback(w, r, v, rn, &in, start)
+		c, rep, err := serveCallback(w, r, v, rn, start)
 		if err != nil {
 			outcome := OutcomeBadRequest
 			if errors.Is(err, errUnauthorized) {
@@ -140,7 +139,7 @@ func handleCallback(log *slog.Logger, v *verifier, rn *runner, m *metrics) http.
 }
 
 // serveCallback reads, verifies and acts on one callback.
-func serveCallback(w http.ResponseWriter, r *http.Request, v *verifier, rn *runner, in *inbound, start time.Time) (Click, reply, error) {
+func serveCallback(w http.ResponseWriter, r *http.Request, v *verifier, rn *runner, start time.Time) (Click, reply, error) {
 	bp := bodyPool.Get().(*[]byte)
 	defer bodyPool.Put(bp)
 	body, err := readBodyInto(w, r, *bp)
@@ -150,6 +149,7 @@ func serveCallback(w http.ResponseWriter, r *http.Request, v *verifier, rn *runn
 	if cap(body) <= 64<<10 {
 		*bp = body[:0]
 	}
+	in := &inbound{}
 	k, err := v.open(signedFrom(r.Header), body, in)
 	if err != nil {
 		return Click{}, reply{}, err

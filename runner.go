@@ -169,14 +169,9 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 	f.late = append(f.late, lc)
 	f.mu.Unlock()
 
-	rec, _ = r.store.Get(c.MessageID)
 	var card []byte
 	if rec != nil {
 		card = rec.Card
-	}
-	prog, err := progressCard(card)
-	if err != nil {
-		prog, _ = progressCard(nil)
 	}
 	t := &toastProgress
 	if c.Generation == Legacy {
@@ -184,7 +179,7 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 	}
 	var once sync.Once
 	return reply{
-		body:    answer(c.Generation, t, prog),
+		body:    answer(c.Generation, t, renderProgress(card)),
 		outcome: OutcomeInProgress,
 		written: func() { once.Do(func() { close(lc.answered) }) },
 	}
@@ -290,10 +285,7 @@ func (r *runner) execute(ctx context.Context, fk flightKey, f *flight, c Click) 
 		"open_id", c.OpenID, "status", st.Status, "reason", st.Reason, "duration", st.Finished.Sub(started))
 	push := final
 	if err != nil {
-		var ferr error
-		if push, ferr = failedCard(original, st.Reason); ferr != nil {
-			push, _ = failedCard(nil, st.Reason)
-		}
+		push = renderFailed(original, st.Reason)
 	}
 	r.pushAll(ctx, fk.msg, push, late, isExclusive(push))
 }
