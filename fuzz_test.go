@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -42,9 +43,9 @@ func FuzzCallback(f *testing.F) {
 		h := http.Header{"X-Lark-Request-Timestamp": {"1"}, "X-Lark-Request-Nonce": {"n"}}
 		switch sign % 4 {
 		case 1:
-			sig = string(hexOf(e.signer.legacySignature("1", "n", body)))
+			sig = hex.EncodeToString(e.signer.legacySignature("1", "n", body))
 		case 2:
-			sig = string(hexOf(e.signer.newSignature("1", "n", body)))
+			sig = hex.EncodeToString(e.signer.newSignature("1", "n", body))
 		}
 		if sign%4 != 0 {
 			h.Set("X-Lark-Signature", sig)
