@@ -173,6 +173,15 @@ func (s *scanner) escape() {
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
+// object enters an object value, or consumes a null in its place (which,
+// as with encoding/json, leaves the fields as they are) and reports false.
+func (s *scanner) object() bool {
+	if s.isNull() {
+		return false
+	}
+	return s.open('{')
+}
+
 // isNull consumes a null if one comes next.
 func (s *scanner) isNull() bool {
 	if s.peek() == 'n' {
@@ -356,11 +365,10 @@ func decodeInbound(body []byte, in *inbound) error {
 }
 
 func decodeHeader(s *scanner, in *inbound) {
-	if s.isNull() {
+	if !s.object() {
 		return
 	}
 	h := &in.Header
-	s.open('{')
 	for first := true; s.more('}', &first); {
 		switch string(s.key()) {
 		case "event_id":
@@ -378,19 +386,17 @@ func decodeHeader(s *scanner, in *inbound) {
 }
 
 func decodeEvent(s *scanner, in *inbound) {
-	if s.isNull() {
+	if !s.object() {
 		return
 	}
 	e := &in.Event
-	s.open('{')
 	for first := true; s.more('}', &first); {
 		switch string(s.key()) {
 		case "operator":
-			if s.isNull() {
+			if !s.object() {
 				continue
 			}
 			op := &e.Operator
-			s.open('{')
 			for first := true; s.more('}', &first); {
 				switch string(s.key()) {
 				case "tenant_key":
@@ -410,10 +416,9 @@ func decodeEvent(s *scanner, in *inbound) {
 		case "action":
 			decodeAction(s, &e.Action)
 		case "context":
-			if s.isNull() {
+			if !s.object() {
 				continue
 			}
-			s.open('{')
 			for first := true; s.more('}', &first); {
 				switch string(s.key()) {
 				case "open_message_id":
@@ -431,10 +436,9 @@ func decodeEvent(s *scanner, in *inbound) {
 }
 
 func decodeAction(s *scanner, a *wireAction) {
-	if s.isNull() {
+	if !s.object() {
 		return
 	}
-	s.open('{')
 	for first := true; s.more('}', &first); {
 		switch string(s.key()) {
 		case "value":
