@@ -315,3 +315,23 @@ func TestWithOpenIDs(t *testing.T) {
 		t.Errorf("got %s, want the card unchanged", got)
 	}
 }
+
+func TestOutboundCallsTimeOut(t *testing.T) {
+	// A platform that never answers holds a call only for callTimeout.
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hang }))
+	defer srv.Close()
+	defer close(hang) // before Close, which waits for the handler
+	c := newFeishuClient(srv.URL, fakeAppID, fakeAppSecret)
+	c.callTimeout = 50 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { _, err := c.tenantToken(context.Background(), ""); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("got %v, want the call's deadline", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the call did not time out")
+	}
+}

@@ -123,6 +123,9 @@ func TestRunEndToEnd(t *testing.T) {
 	if !strings.Contains(logs.String(), `"outcome":"success"`) {
 		t.Errorf("no callback log line:\n%s", logs)
 	}
+	if !strings.Contains(logs.String(), `"level":"WARN","msg":"no app credentials`) {
+		t.Errorf("no warning at start that, without app credentials, a slow release cannot update its card:\n%s", logs)
+	}
 }
 
 func TestRunRefusesDevelopmentModeOffLoopback(t *testing.T) {
@@ -307,5 +310,31 @@ func TestLogSinkFlushesWarningsAtOnce(t *testing.T) {
 	<-done
 	if !strings.Contains(out.String(), "last") {
 		t.Errorf("stopping did not flush: %q", out.String())
+	}
+}
+
+func TestRunDropsSlowClients(t *testing.T) {
+	// A client that never finishes its request headers is cut off after
+	// ReadHeaderTimeout (5 s) instead of holding the connection.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base, _, wait := startRun(t, ctx, nil, map[string]string{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "POST /webhook/card HTTP/1.1\r\nHost: x\r\n")
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b, err := io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the server still held the connection after 30 s")
+	}
+	if len(b) > 0 && !strings.HasPrefix(string(b), "HTTP/1.1 408") {
+		t.Errorf("got %q, want the connection closed (or a 408)", b)
+	}
+	cancel()
+	if err := wait(); err != nil {
+		t.Error(err)
 	}
 }
