@@ -73,13 +73,24 @@ func (s *logSink) run(ctx context.Context) {
 }
 
 // urgentHandler adds the request id to every record and flushes the sink
-// after every record at WARN or above.
+// after every record at WARN or above. Plain records are formatted by
+// writeLine (logline.go), the others by the slog handler it wraps.
 type urgentHandler struct {
 	slog.Handler
-	sink *logSink
+	sink  *logSink
+	json  bool
+	plain bool // not made WithAttrs or WithGroup: writeLine may format
 }
 
 func (h urgentHandler) Handle(ctx context.Context, r slog.Record) error {
+	if h.plain && r.NumAttrs() <= maxLineAttrs {
+		var buf [maxLineAttrs]slog.Attr
+		attrs := buf[:0]
+		r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+		if h.writeLine(ctx, r.Time, r.Level, r.Message, attrs) {
+			return nil
+		}
+	}
 	requestIDAttr(ctx, &r)
 	err := h.Handler.Handle(ctx, r)
 	if r.Level >= slog.LevelWarn {
@@ -89,20 +100,21 @@ func (h urgentHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h urgentHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return urgentHandler{h.Handler.WithAttrs(attrs), h.sink}
+	return urgentHandler{Handler: h.Handler.WithAttrs(attrs), sink: h.sink, json: h.json}
 }
 
 func (h urgentHandler) WithGroup(name string) slog.Handler {
-	return urgentHandler{h.Handler.WithGroup(name), h.sink}
+	return urgentHandler{Handler: h.Handler.WithGroup(name), sink: h.sink, json: h.json}
 }
 
 // newLogger builds the program's logger over a batching sink.
 func newLogger(format string, sink *logSink) *slog.Logger {
+	json := format == "json"
 	var h slog.Handler
-	if format == "json" {
+	if json {
 		h = slog.NewJSONHandler(sink, nil)
 	} else {
 		h = slog.NewTextHandler(sink, nil)
 	}
-	return slog.New(urgentHandler{h, sink})
+	return slog.New(urgentHandler{Handler: h, sink: sink, json: json, plain: true})
 }
