@@ -59,7 +59,13 @@ type runner struct {
 
 	mu      sync.Mutex
 	flights map[flightKey]*flight
+
+	// work hands a flight to an idle worker (see start).
+	work chan *flight
 }
+
+// workerIdle is how long a worker waits for another flight before it ends.
+const workerIdle = 10 * time.Second
 
 // cardPusher is the delayed-update API (PROTOCOL §7), implemented by the
 // Feishu client.
@@ -82,7 +88,10 @@ type flightKey struct {
 
 // flight is one run of the logic for one key.
 type flight struct {
-	done chan struct{} // closed when the outcome below is set
+	key   flightKey
+	click Click           // the click that runs the logic
+	ctx   context.Context // that click's, for its request id; cancels nothing
+	done  chan struct{}   // closed when the outcome below is set
 
 	mu       sync.Mutex
 	finished bool
@@ -115,7 +124,7 @@ func newRunner(st Store, logic Logic, log *slog.Logger, cfg runnerConfig, p card
 	return &runner{
 		store: st, logic: logic, log: log, pusher: p, now: time.Now, metrics: cfg.metrics,
 		allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout,
-		bg: bg, stop: stop, flights: make(map[flightKey]*flight),
+		bg: bg, stop: stop, flights: make(map[flightKey]*flight), work: make(chan *flight),
 	}
 }
 
@@ -142,11 +151,11 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 			r.mu.Unlock()
 			return r.repeat(c, rec)
 		}
-		f = &flight{done: make(chan struct{})}
+		f = &flight{key: fk, click: c, ctx: context.WithoutCancel(ctx), done: make(chan struct{})}
 		r.flights[fk] = f
 		r.wg.Add(1)
 		r.mu.Unlock()
-		go r.execute(context.WithoutCancel(ctx), fk, f, c)
+		r.start(f)
 	} else {
 		r.mu.Unlock()
 	}
@@ -219,13 +228,42 @@ func (r *runner) finalReply(c Click, f *flight) reply {
 	return reply{body: answer(c.Generation, &toastDone, f.card), outcome: OutcomeSuccess}
 }
 
+// start runs a flight on an idle worker, or on a new one when none is
+// idle. Workers outlive their flight: a first click then costs neither a
+// new goroutine nor growing its stack to what the logic and its logging
+// need, which together were a measurable share of a first click.
+func (r *runner) start(f *flight) {
+	select {
+	case r.work <- f:
+	default:
+		go r.worker(f)
+	}
+}
+
+// worker executes f, then the flights handed to it, until it has been idle
+// for workerIdle or the runner stops.
+func (r *runner) worker(f *flight) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		r.execute(f)
+		idle.Reset(workerIdle)
+		select {
+		case f = <-r.work:
+		case <-idle.C:
+			return
+		case <-r.bg.Done():
+			return
+		}
+	}
+}
+
 // execute runs the logic for a flight, records the outcome, releases the
 // waiters and pushes the final card to the clicks that were answered
 // "in progress".
-//
-// ctx carries the first click's request id for the log; it cancels nothing.
-func (r *runner) execute(ctx context.Context, fk flightKey, f *flight, c Click) {
+func (r *runner) execute(f *flight) {
 	defer r.wg.Done()
+	ctx, fk, c := f.ctx, f.key, f.click
 	started := r.now()
 	st := ClickState{Key: fk.ClickKey, Status: StatusRunning, Operator: c.OpenID, Started: started}
 	// Nothing waits on "running" reaching the disk: it goes with the
