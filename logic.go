@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -135,6 +137,91 @@ func (w *tailWriter) lastLine() string {
 		}
 	}
 	return ""
+}
+
+// logicContext is the context a run of the logic gets: it ends at the
+// logic timeout, with "timed out after …" as its cause, or when its parent
+// (the runner's) does. Most logic never looks at its context, so the timer
+// and the registration with the parent that ending it takes are made only
+// when Done or Err first needs them: for such logic they were a measurable
+// share of a first click.
+type logicContext struct {
+	parent   context.Context
+	deadline time.Time
+	timeout  time.Duration
+
+	mu       sync.Mutex
+	released bool
+	live     atomic.Pointer[liveContext] // set once, under mu
+}
+
+type liveContext struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newLogicContext(parent context.Context, start time.Time, timeout time.Duration) *logicContext {
+	return &logicContext{parent: parent, deadline: start.Add(timeout), timeout: timeout}
+}
+
+// real returns the context that carries the timer and the parent's
+// cancellation, making it on the first call.
+func (c *logicContext) real() context.Context {
+	if l := c.live.Load(); l != nil {
+		return l.ctx
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l := c.live.Load(); l != nil {
+		return l.ctx
+	}
+	ctx, cancel := context.WithDeadlineCause(c.parent, c.deadline, fmt.Errorf("timed out after %s", c.timeout))
+	if c.released {
+		cancel() // asked for by something the logic left running
+	}
+	c.live.Store(&liveContext{ctx, cancel})
+	return ctx
+}
+
+// release ends the context once the logic has returned.
+func (c *logicContext) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.released = true
+	if l := c.live.Load(); l != nil {
+		l.cancel()
+	}
+}
+
+func (c *logicContext) Deadline() (time.Time, bool) {
+	if d, ok := c.parent.Deadline(); ok && d.Before(c.deadline) {
+		return d, true
+	}
+	return c.deadline, true
+}
+
+func (c *logicContext) Done() <-chan struct{} { return c.real().Done() }
+
+func (c *logicContext) Err() error {
+	if c.live.Load() == nil && !c.isReleased() && c.parent.Err() == nil && time.Now().Before(c.deadline) {
+		return nil
+	}
+	return c.real().Err()
+}
+
+func (c *logicContext) isReleased() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.released
+}
+
+// Value answers from the real context once there is one, so that
+// context.Cause finds its cause.
+func (c *logicContext) Value(key any) any {
+	if l := c.live.Load(); l != nil {
+		return l.ctx.Value(key)
+	}
+	return c.parent.Value(key)
 }
 
 // safeRun calls logic and turns a panic into a failure: a panic in user

@@ -151,3 +151,77 @@ func TestTailWriter(t *testing.T) {
 		t.Errorf("got %q, want %q", got, "the reason")
 	}
 }
+
+func TestLogicContext(t *testing.T) {
+	parent := contextWithRequestID(context.Background(), "cc-9")
+	t.Run("untouched until asked", func(t *testing.T) {
+		c := newLogicContext(parent, time.Now(), time.Hour)
+		if requestID(c) != "cc-9" || c.Err() != nil {
+			t.Fatalf("request id %q, err %v", requestID(c), c.Err())
+		}
+		if c.live.Load() != nil {
+			t.Error("Value and Err made a timer the logic never needed")
+		}
+		if d, ok := c.Deadline(); !ok || time.Until(d) < 59*time.Minute {
+			t.Errorf("deadline %v %v, want an hour from now", d, ok)
+		}
+		c.release()
+		if !errors.Is(c.Err(), context.Canceled) {
+			t.Errorf("after release: err %v, want canceled", c.Err())
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		c := newLogicContext(parent, time.Now().Add(-time.Minute), 30*time.Second) // already past
+		if !errors.Is(c.Err(), context.DeadlineExceeded) {
+			t.Fatalf("err %v, want deadline exceeded", c.Err())
+		}
+		<-c.Done()
+		if got := ctxReason(c).Error(); got != "timed out after 30s" {
+			t.Errorf("cause %q", got)
+		}
+		if requestID(c) != "cc-9" {
+			t.Error("the request id was lost")
+		}
+	})
+	t.Run("timeout reaches derived contexts", func(t *testing.T) {
+		c := newLogicContext(parent, time.Now(), 10*time.Millisecond)
+		child, cancel := context.WithCancel(c)
+		defer cancel()
+		fired := make(chan struct{})
+		context.AfterFunc(c, func() { close(fired) })
+		select {
+		case <-child.Done():
+		case <-time.After(time.Minute):
+			t.Fatal("a context derived from the logic's did not end at the timeout")
+		}
+		<-fired
+		if got := context.Cause(child).Error(); got != "timed out after 10ms" {
+			t.Errorf("derived cause %q", got)
+		}
+		c.release()
+	})
+	t.Run("parent ends", func(t *testing.T) {
+		p, stop := context.WithCancelCause(parent)
+		c := newLogicContext(p, time.Now(), time.Hour)
+		done := c.Done()
+		stop(errInterrupted)
+		<-done
+		if !errors.Is(ctxReason(c), errInterrupted) {
+			t.Errorf("cause %v, want %v", ctxReason(c), errInterrupted)
+		}
+		p2, stop2 := context.WithCancelCause(parent)
+		stop2(errInterrupted)
+		if c2 := newLogicContext(p2, time.Now(), time.Hour); !errors.Is(c2.Err(), context.Canceled) || !errors.Is(ctxReason(c2), errInterrupted) {
+			t.Errorf("parent ended before the first look: err %v, cause %v", c2.Err(), ctxReason(c2))
+		}
+	})
+	t.Run("asked after release", func(t *testing.T) {
+		c := newLogicContext(parent, time.Now(), time.Hour)
+		c.release()
+		select {
+		case <-c.Done():
+		default:
+			t.Error("a context first asked for after the logic returned is not done")
+		}
+	})
+}

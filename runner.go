@@ -273,10 +273,9 @@ func (r *runner) execute(f *flight) {
 	if err != nil {
 		err = fmt.Errorf("cannot record the click: %w", err)
 	} else {
-		lctx, cancel := context.WithTimeoutCause(r.bg, r.logicTimeout,
-			fmt.Errorf("timed out after %s", r.logicTimeout))
-		err = safeRun(contextWithRequestID(lctx, requestID(ctx)), r.logic, c)
-		cancel()
+		lctx := newLogicContext(contextWithRequestID(r.bg, requestID(ctx)), started, r.logicTimeout)
+		err = safeRun(lctx, r.logic, c)
+		lctx.release()
 		r.metrics.logic.observe(r.now().Sub(started))
 	}
 
