@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Generation tells the two callback formats apart (PROTOCOL §1).
@@ -357,12 +358,17 @@ type toast struct {
 	Type    string            `json:"type"`
 	Content string            `json:"content"`
 	I18n    map[string]string `json:"i18n"`
-	encoded []byte            // the JSON above, encoded once
+
+	// The toast's part of an answer, encoded once: the whole answer when
+	// there is no card, and what precedes the card when there is one.
+	alone, withCard []byte
 }
 
 func newToast(typ, zh, en string) toast {
 	t := toast{Type: typ, Content: zh, I18n: map[string]string{"zh_cn": zh, "en_us": en}}
-	t.encoded = mustMarshal(t)
+	enc := mustMarshal(t)
+	t.alone = slices.Concat([]byte(`{"toast":`), enc, []byte(`}`))
+	t.withCard = slices.Concat([]byte(`{"toast":`), enc, []byte(`,"card":{"type":"raw","data":`))
 	return t
 }
 
@@ -377,31 +383,37 @@ func toastFailed(reason string) toast {
 	return newToast("error", "全量发布失败："+reason, "Full release failed: "+reason)
 }
 
-// answer builds the synchronous reply to a click: for the legacy generation
+// body is an answer in parts that are written one after the other, so that
+// a stored card is sent as it is stored, not copied into a new buffer.
+type body struct{ head, card, tail []byte }
+
+var (
+	emptyAnswer  = []byte(`{}`)
+	rawCardHead  = []byte(`{"card":{"type":"raw","data":`)
+	rawCardClose = []byte(`}}`)
+)
+
+func (b body) len() int { return len(b.head) + len(b.card) + len(b.tail) }
+
+// bytes joins the parts.
+func (b body) bytes() []byte { return slices.Concat(b.head, b.card, b.tail) }
+
+// answer is the synchronous reply to a click: for the legacy generation
 // the card itself (with the toast at the top level when there is no card),
 // for the new one {"toast":…,"card":{"type":"raw","data":…}}. A nil card
 // leaves the card unchanged; a nil toast shows none.
-func answer(g Generation, t *toast, card []byte) []byte {
-	if g == Legacy && card != nil {
-		return card
+func answer(g Generation, t *toast, card []byte) body {
+	switch {
+	case g == Legacy && card != nil:
+		return body{card: card}
+	case card == nil && t == nil:
+		return body{head: emptyAnswer}
+	case card == nil:
+		return body{head: t.alone}
+	case t == nil:
+		return body{head: rawCardHead, card: card, tail: rawCardClose}
 	}
-	var buf bytes.Buffer
-	buf.Grow(len(card) + 256)
-	buf.WriteByte('{')
-	if t != nil {
-		buf.WriteString(`"toast":`)
-		buf.Write(t.encoded)
-	}
-	if card != nil {
-		if t != nil {
-			buf.WriteByte(',')
-		}
-		buf.WriteString(`"card":{"type":"raw","data":`)
-		buf.Write(card)
-		buf.WriteByte('}')
-	}
-	buf.WriteByte('}')
-	return buf.Bytes()
+	return body{head: t.withCard, card: card, tail: rawCardClose}
 }
 
 // truncateReason keeps a failure reason within 200 characters.

@@ -177,7 +177,7 @@ func TestAnswer(t *testing.T) {
 		{"nothing", New, nil, nil, `{}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sameJSON(t, answer(tc.gen, tc.t, tc.card), []byte(tc.want))
+			sameJSON(t, answer(tc.gen, tc.t, tc.card).bytes(), []byte(tc.want))
 		})
 	}
 }

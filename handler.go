@@ -117,8 +117,9 @@ func handleCallback(log *slog.Logger, v *verifier, rn *runner, m *metrics) http.
 			m.answer.observe(time.Since(start))
 			return
 		}
-		writeJSON(w, http.StatusOK, rep.body)
-		m.answer.observe(time.Since(start))
+		writeBody(w, http.StatusOK, rep.body)
+		end := time.Now()
+		m.answer.observe(end.Sub(start))
 		gen := c.Generation.String()
 		if rep.outcome == OutcomeChallenge {
 			gen = "none"
@@ -131,10 +132,10 @@ func handleCallback(log *slog.Logger, v *verifier, rn *runner, m *metrics) http.
 			rep.written()
 		}
 		if rep.outcome == OutcomeChallenge {
-			logFast(r.Context(), log, slog.LevelInfo, "url verification answered")
+			logAt(r.Context(), log, end, slog.LevelInfo, "url verification answered")
 			return
 		}
-		logCallback(r.Context(), log, c, rep, start)
+		logCallback(r.Context(), log, c, rep, start, end)
 	})
 }
 
@@ -155,14 +156,21 @@ func serveCallback(w http.ResponseWriter, r *http.Request, v *verifier, rn *runn
 		return Click{}, reply{}, err
 	}
 	if k == kindChallenge {
-		b, _ := marshalNoEscape(map[string]string{"challenge": in.Challenge})
-		return Click{}, reply{body: b, outcome: OutcomeChallenge}, nil
+		return Click{}, reply{body: challengeAnswer(in.Challenge), outcome: OutcomeChallenge}, nil
 	}
 	c, err := in.click(k)
 	if err != nil {
 		return Click{}, reply{}, fmt.Errorf("%w: %v", errBadRequest, err)
 	}
 	return c, rn.click(r.Context(), c, start), nil
+}
+
+// challengeAnswer is {"challenge":…}, echoing the platform's value.
+func challengeAnswer(challenge string) body {
+	b := make([]byte, 0, len(`{"challenge":""}`)+len(challenge))
+	b = append(b, `{"challenge":"`...)
+	b = appendJSONEscaped(b, challenge)
+	return body{head: append(b, `"}`...)}
 }
 
 func levelOf(o Outcome) slog.Level {
@@ -175,20 +183,21 @@ func levelOf(o Outcome) slog.Level {
 	return slog.LevelInfo
 }
 
-// logCallback writes the one line each callback gets.
-func logCallback(ctx context.Context, log *slog.Logger, c Click, rep reply, start time.Time) {
+// logCallback writes the one line each callback gets: the callback began at
+// start and was answered at end.
+func logCallback(ctx context.Context, log *slog.Logger, c Click, rep reply, start, end time.Time) {
 	attrs := []slog.Attr{
 		slog.String("generation", c.Generation.String()),
 		slog.String("message_id", c.MessageID),
 		slog.String("open_id", c.OpenID),
 		slog.String("button_type", c.ButtonType),
 		slog.String("outcome", string(rep.outcome)),
-		slog.Duration("duration", time.Since(start)),
+		slog.Duration("duration", end.Sub(start)),
 	}
 	if rep.reason != "" {
 		attrs = append(attrs, slog.String("reason", rep.reason))
 	}
-	logFast(ctx, log, levelOf(rep.outcome), "callback", attrs...)
+	logAt(ctx, log, end, levelOf(rep.outcome), "callback", attrs...)
 }
 
 // logFast logs without the caller's program counter, which slog.Logger
@@ -196,14 +205,19 @@ func logCallback(ctx context.Context, log *slog.Logger, c Click, rep reply, star
 // program's own handler, without building a slog.Record: these are the
 // lines of the click path, where either is a measurable share of the work.
 func logFast(ctx context.Context, log *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+	logAt(ctx, log, time.Now(), level, msg, attrs...)
+}
+
+// logAt is logFast for a caller that has just read the clock.
+func logAt(ctx context.Context, log *slog.Logger, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) {
 	h := log.Handler()
 	if !h.Enabled(ctx, level) {
 		return
 	}
-	if u, ok := h.(urgentHandler); ok && u.writeLine(ctx, time.Now(), level, msg, attrs) {
+	if u, ok := h.(urgentHandler); ok && u.writeLine(ctx, t, level, msg, attrs) {
 		return
 	}
-	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r := slog.NewRecord(t, level, msg, 0)
 	r.AddAttrs(attrs...)
 	h.Handle(ctx, r)
 }

@@ -195,7 +195,7 @@ func wantStatus(t testing.TB, rec *httptest.ResponseRecorder, want int) {
 func wantAnswer(t testing.TB, g Generation, rec *httptest.ResponseRecorder, card []byte, t0 *toast) {
 	t.Helper()
 	wantStatus(t, rec, http.StatusOK)
-	sameJSON(t, rec.Body.Bytes(), answer(g, t0, card))
+	sameJSON(t, rec.Body.Bytes(), answer(g, t0, card).bytes())
 }
 
 var generations = []Generation{Legacy, New}
@@ -578,4 +578,21 @@ func TestCardsAPI(t *testing.T) {
 func (e *testEnv) logText() string {
 	e.sink.Flush()
 	return e.logs.String()
+}
+
+func TestChallengeAnswerEchoesAnyValue(t *testing.T) {
+	for _, s := range awkwardStrings {
+		var got struct{ Challenge *string }
+		b := challengeAnswer(s).bytes()
+		if err := json.Unmarshal(b, &got); err != nil || got.Challenge == nil {
+			t.Fatalf("%q: %s is not {\"challenge\":…}: %v", s, b, err)
+		}
+		var want strings.Builder
+		for _, r := range s { // each invalid byte becomes U+FFFD, as JSON has it
+			want.WriteRune(r)
+		}
+		if *got.Challenge != want.String() {
+			t.Errorf("echoed %q, want %q", *got.Challenge, want.String())
+		}
+	}
 }

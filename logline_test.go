@@ -148,7 +148,7 @@ func BenchmarkLogLine(b *testing.B) {
 	c := testClick("om_dc13264520392913993dd051dba21dcf")
 	b.ReportAllocs()
 	for b.Loop() {
-		logCallback(ctx, log, c, reply{outcome: OutcomeSuccess}, time.Now())
+		logCallback(ctx, log, c, reply{outcome: OutcomeSuccess}, time.Now(), time.Now())
 	}
 }
 

@@ -54,6 +54,19 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 
 var jsonContentType = []string{"application/json; charset=utf-8"}
 
+// writeBody writes an answer given in parts.
+func writeBody(w http.ResponseWriter, status int, b body) {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(b.len())}
+	w.WriteHeader(status)
+	for _, p := range [...][]byte{b.head, b.card, b.tail} {
+		if len(p) > 0 {
+			w.Write(p)
+		}
+	}
+}
+
 // writeValue marshals v and writes it.
 func writeValue(w http.ResponseWriter, status int, v any) {
 	b, err := marshalNoEscape(v)

@@ -29,7 +29,7 @@ const (
 // in-progress answer, a function the handler must call once the body was
 // written, so that the final card is pushed strictly after it (PROTOCOL §7).
 type reply struct {
-	body    []byte
+	body    body
 	outcome Outcome
 	reason  string // why the logic failed, for the log
 	written func()
@@ -132,7 +132,7 @@ func newRunner(st Store, logic Logic, log *slog.Logger, cfg runnerConfig, p card
 // answer budget counts from then.
 func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 	if !c.IsPublish() {
-		return reply{body: []byte("{}"), outcome: OutcomeIgnored}
+		return reply{body: body{head: emptyAnswer}, outcome: OutcomeIgnored}
 	}
 	fk := flightKey{c.MessageID, c.Key()}
 	r.mu.Lock()
@@ -272,15 +272,16 @@ func (r *runner) execute(f *flight) {
 	err := r.store.UpdateNoWait(fk.msg, func(cur *Record) *Record { return cur.withClick(st, nil, started) })
 	if err != nil {
 		err = fmt.Errorf("cannot record the click: %w", err)
+		st.Finished = r.now()
 	} else {
 		lctx := newLogicContext(contextWithRequestID(r.bg, requestID(ctx)), started, r.logicTimeout)
 		err = safeRun(lctx, r.logic, c)
 		lctx.release()
-		r.metrics.logic.observe(r.now().Sub(started))
+		st.Finished = r.now()
+		r.metrics.logic.observe(st.Finished.Sub(started))
 	}
 
 	var final, original []byte
-	st.Finished = r.now()
 	if err == nil {
 		st.Status = StatusDone
 	} else {
