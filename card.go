@@ -383,9 +383,9 @@ func toastFailed(reason string) toast {
 	return newToast("error", "全量发布失败："+reason, "Full release failed: "+reason)
 }
 
-// body is an answer in parts that are written one after the other, so that
+// answerBody is an answer in parts that are written one after the other, so that
 // a stored card is sent as it is stored, not copied into a new buffer.
-type body struct{ head, card, tail []byte }
+type answerBody struct{ head, card, tail []byte }
 
 var (
 	emptyAnswer  = []byte(`{}`)
@@ -393,27 +393,27 @@ var (
 	rawCardClose = []byte(`}}`)
 )
 
-func (b body) len() int { return len(b.head) + len(b.card) + len(b.tail) }
+func (b answerBody) len() int { return len(b.head) + len(b.card) + len(b.tail) }
 
 // bytes joins the parts.
-func (b body) bytes() []byte { return slices.Concat(b.head, b.card, b.tail) }
+func (b answerBody) bytes() []byte { return slices.Concat(b.head, b.card, b.tail) }
 
 // answer is the synchronous reply to a click: for the legacy generation
 // the card itself (with the toast at the top level when there is no card),
 // for the new one {"toast":…,"card":{"type":"raw","data":…}}. A nil card
 // leaves the card unchanged; a nil toast shows none.
-func answer(g Generation, t *toast, card []byte) body {
+func answer(g Generation, t *toast, card []byte) answerBody {
 	switch {
 	case g == Legacy && card != nil:
-		return body{card: card}
+		return answerBody{card: card}
 	case card == nil && t == nil:
-		return body{head: emptyAnswer}
+		return answerBody{head: emptyAnswer}
 	case card == nil:
-		return body{head: t.alone}
+		return answerBody{head: t.alone}
 	case t == nil:
-		return body{head: rawCardHead, card: card, tail: rawCardClose}
+		return answerBody{head: rawCardHead, card: card, tail: rawCardClose}
 	}
-	return body{head: t.withCard, card: card, tail: rawCardClose}
+	return answerBody{head: t.withCard, card: card, tail: rawCardClose}
 }
 
 // truncateReason keeps a failure reason within 200 characters.

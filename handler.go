@@ -100,47 +100,61 @@ func (v *verifier) tokenMatches(token string) bool {
 	return subtle.ConstantTimeCompare([]byte(token), v.verificationToken) == 1
 }
 
-// handleCallback serves the card request URL: the challenge and both
+// callbackHandler serves the card request URL: the challenge and both
 // generations of click (PROTOCOL §1).
-func handleCallback(log *slog.Logger, v *verifier, rn *runner, m *metrics) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		c, rep, err := serveCallback(w, r, v, rn, start)
-		if err != nil {
-			outcome := OutcomeBadRequest
-			if errors.Is(err, errUnauthorized) {
-				outcome = OutcomeRejected
-			}
-			log.WarnContext(r.Context(), "callback refused", "outcome", outcome, "err", err, "duration", time.Since(start))
-			writeError(w, log, r, err)
-			m.callbacks.inc("unknown", string(outcome))
-			m.answer.observe(time.Since(start))
-			return
+type callbackHandler struct {
+	log *slog.Logger
+	v   *verifier
+	rn  *runner
+	m   *metrics
+}
+
+// ServeHTTP serves a request that withRequestID has tagged.
+func (h callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.serve(r.Context(), w, r)
+}
+
+// serve answers the callback r; ctx is r's context with the request id.
+// The click path comes here straight from newServer, which tags the
+// request without copying it into a new context.
+func (h callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	log, m := h.log, h.m
+	start := time.Now()
+	c, rep, err := serveCallback(ctx, w, r, h.v, h.rn, start)
+	if err != nil {
+		outcome := OutcomeBadRequest
+		if errors.Is(err, errUnauthorized) {
+			outcome = OutcomeRejected
 		}
-		writeBody(w, http.StatusOK, rep.body)
-		end := time.Now()
-		m.answer.observe(end.Sub(start))
-		gen := c.Generation.String()
-		if rep.outcome == OutcomeChallenge {
-			gen = "none"
+		log.WarnContext(ctx, "callback refused", "outcome", outcome, "err", err, "duration", time.Since(start))
+		writeError(w, log, r.WithContext(ctx), err)
+		m.callbacks.inc("unknown", string(outcome))
+		m.answer.observe(time.Since(start))
+		return
+	}
+	writeBody(w, http.StatusOK, rep.body)
+	end := time.Now()
+	m.answer.observe(end.Sub(start))
+	gen := c.Generation.String()
+	if rep.outcome == OutcomeChallenge {
+		gen = "none"
+	}
+	m.callbacks.inc(gen, string(rep.outcome))
+	if rep.written != nil {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
 		}
-		m.callbacks.inc(gen, string(rep.outcome))
-		if rep.written != nil {
-			if f, ok := w.(http.Flusher); ok {
-				f.Flush()
-			}
-			rep.written()
-		}
-		if rep.outcome == OutcomeChallenge {
-			logAt(r.Context(), log, end, slog.LevelInfo, "url verification answered")
-			return
-		}
-		logCallback(r.Context(), log, c, rep, start, end)
-	})
+		rep.written()
+	}
+	if rep.outcome == OutcomeChallenge {
+		logAt(ctx, log, end, slog.LevelInfo, "url verification answered")
+		return
+	}
+	logCallback(ctx, log, c, rep, start, end)
 }
 
 // serveCallback reads, verifies and acts on one callback.
-func serveCallback(w http.ResponseWriter, r *http.Request, v *verifier, rn *runner, start time.Time) (Click, reply, error) {
+func serveCallback(ctx context.Context, w http.ResponseWriter, r *http.Request, v *verifier, rn *runner, start time.Time) (Click, reply, error) {
 	bp := bodyPool.Get().(*[]byte)
 	defer bodyPool.Put(bp)
 	body, err := readBodyInto(w, r, *bp)
@@ -162,15 +176,15 @@ func serveCallback(w http.ResponseWriter, r *http.Request, v *verifier, rn *runn
 	if err != nil {
 		return Click{}, reply{}, fmt.Errorf("%w: %v", errBadRequest, err)
 	}
-	return c, rn.click(r.Context(), c, start), nil
+	return c, rn.click(ctx, c, start), nil
 }
 
 // challengeAnswer is {"challenge":…}, echoing the platform's value.
-func challengeAnswer(challenge string) body {
+func challengeAnswer(challenge string) answerBody {
 	b := make([]byte, 0, len(`{"challenge":""}`)+len(challenge))
 	b = append(b, `{"challenge":"`...)
 	b = appendJSONEscaped(b, challenge)
-	return body{head: append(b, `"}`...)}
+	return answerBody{head: append(b, `"}`...)}
 }
 
 func levelOf(o Outcome) slog.Level {

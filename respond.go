@@ -55,7 +55,7 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 var jsonContentType = []string{"application/json; charset=utf-8"}
 
 // writeBody writes an answer given in parts.
-func writeBody(w http.ResponseWriter, status int, b body) {
+func writeBody(w http.ResponseWriter, status int, b answerBody) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	h["Content-Length"] = []string{strconv.Itoa(b.len())}

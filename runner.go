@@ -29,7 +29,7 @@ const (
 // in-progress answer, a function the handler must call once the body was
 // written, so that the final card is pushed strictly after it (PROTOCOL §7).
 type reply struct {
-	body    body
+	body    answerBody
 	outcome Outcome
 	reason  string // why the logic failed, for the log
 	written func()
@@ -132,7 +132,7 @@ func newRunner(st Store, logic Logic, log *slog.Logger, cfg runnerConfig, p card
 // answer budget counts from then.
 func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 	if !c.IsPublish() {
-		return reply{body: body{head: emptyAnswer}, outcome: OutcomeIgnored}
+		return reply{body: answerBody{head: emptyAnswer}, outcome: OutcomeIgnored}
 	}
 	fk := flightKey{c.MessageID, c.Key()}
 	r.mu.Lock()

@@ -29,16 +29,21 @@ func (g *requestIDs) next() string { return g.prefix + strconv.FormatUint(g.n.Ad
 // withRequestID tags each request with its id.
 func withRequestID(ids *requestIDs, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !validRequestID(id) {
-			id = r.Header.Get("X-Tt-Logid")
-		}
-		if !validRequestID(id) {
-			id = ids.next()
-		}
-		w.Header()["X-Request-Id"] = []string{id}
-		next.ServeHTTP(w, r.WithContext(contextWithRequestID(r.Context(), id)))
+		next.ServeHTTP(w, r.WithContext(contextWithRequestID(r.Context(), ids.tag(w, r))))
 	})
+}
+
+// tag returns r's id and echoes it in the answer.
+func (g *requestIDs) tag(w http.ResponseWriter, r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if !validRequestID(id) {
+		id = r.Header.Get("X-Tt-Logid")
+	}
+	if !validRequestID(id) {
+		id = g.next()
+	}
+	w.Header()["X-Request-Id"] = []string{id}
+	return id
 }
 
 // validRequestID keeps what a client sends out of the logs unless it looks
