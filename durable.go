@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -20,10 +22,17 @@ import (
 //
 //	file   = magic frame*
 //	frame  = length:u32le crc32c(payload):u32le payload
-//	payload = op:u8 idlen:uvarint id [record]          (op 1 put, 2 delete)
+//	payload = op:u8 idlen:uvarint id [record | state]  (op 1 put, 2 delete, 3 state)
 //	record = updated:varint cardlen+1:uvarint card
-//	         nallow:uvarint (len:uvarint bytes)*
-//	         nclicks:uvarint (buttontype buttonid status:u8 reason operator started:varint finished:varint)*
+//	         nallow:uvarint (len:uvarint bytes)* clicks
+//	state  = updated:varint clicks
+//	clicks = nclicks:uvarint (buttontype buttonid status:u8 reason operator started:varint finished:varint)*
+//
+// A state frame changes only the click states of a record and keeps its
+// card and allow list: a click that starts running writes no copy of its
+// card. Format 1 files, which have no state frames, are read as they are
+// and marked format 2 before anything is appended to them, so that an
+// older build refuses them instead of taking a state frame for damage.
 //
 // A write is acknowledged once its frame is on disk (fdatasync); writers
 // that arrive while a sync runs share the next one (group commit). On open
@@ -31,11 +40,15 @@ import (
 // frames outnumber live records the log is rewritten with only live records
 // and renamed into place.
 
-var fileMagic = []byte("CARDCB\x00\x01")
+var (
+	fileMagic   = []byte("CARDCB\x00\x02")
+	fileMagicV1 = []byte("CARDCB\x00\x01")
+)
 
 const (
 	opPut    = 1
 	opDelete = 2
+	opState  = 3
 	// maxFrame bounds a frame's payload: a 1 MiB card plus its state.
 	maxFrame = 8 << 20
 	// minCompact is the fewest dead frames worth a compaction.
@@ -142,7 +155,7 @@ func (s *fileStore) load(repair bool) error {
 		return err
 	}
 	size := fi.Size()
-	end, frames, damage := replay(f, size, s.recs)
+	end, frames, v1, damage := replay(f, size, s.recs)
 	switch {
 	case errors.Is(damage, errNotOurs):
 		f.Close()
@@ -171,7 +184,7 @@ func (s *fileStore) load(repair bool) error {
 			return fmt.Errorf("truncate the torn tail of %s: %w", s.path, err)
 		}
 	}
-	if end == 0 {
+	if end == 0 || v1 {
 		if _, err := f.WriteAt(fileMagic, 0); err != nil {
 			f.Close()
 			return err
@@ -184,7 +197,10 @@ func (s *fileStore) load(repair bool) error {
 			f.Close()
 			return err
 		}
-		end = int64(len(fileMagic))
+		if v1 {
+			s.log.Info("data file marked format 2; builds before it cannot read it", "path", s.path)
+		}
+		end = max(end, int64(len(fileMagic)))
 	}
 	if _, err := f.Seek(end, io.SeekStart); err != nil {
 		f.Close()
@@ -226,46 +242,48 @@ func (s *fileStore) repairTo(end int64) (*os.File, error) {
 // replay applies every valid frame of f to recs. It returns the offset
 // where the valid log ends, the number of frames, and what stopped it
 // before size, if anything.
-func replay(f *os.File, size int64, recs map[string]*Record) (end int64, frames int, damage error) {
+func replay(f *os.File, size int64, recs map[string]*Record) (end int64, frames int, v1 bool, damage error) {
 	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20)
 	head := make([]byte, len(fileMagic))
-	if n, _ := io.ReadFull(r, head); n < len(head) || string(head) != string(fileMagic) {
+	n, _ := io.ReadFull(r, head)
+	v1 = string(head) == string(fileMagicV1)
+	if !v1 && string(head) != string(fileMagic) {
 		if size == 0 || (n < len(fileMagic) && string(head[:n]) == string(fileMagic[:n])) {
-			return 0, 0, nil // new, or created by a crash before its header
+			return 0, 0, false, nil // new, or created by a crash before its header
 		}
-		return 0, 0, errNotOurs
+		return 0, 0, false, errNotOurs
 	}
 	end = int64(len(fileMagic))
 	var hdr [8]byte
 	var payload []byte
 	for end < size {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return end, frames, errors.New("incomplete frame header")
+			return end, frames, v1, errors.New("incomplete frame header")
 		}
 		n := binary.LittleEndian.Uint32(hdr[0:4])
 		if n == 0 || n > maxFrame {
-			return end, frames, fmt.Errorf("impossible frame length %d", n)
+			return end, frames, v1, fmt.Errorf("impossible frame length %d", n)
 		}
 		if int64(n) > size-end-8 {
-			return end, frames, errors.New("frame runs past the end of the file")
+			return end, frames, v1, errors.New("frame runs past the end of the file")
 		}
 		if cap(payload) < int(n) {
 			payload = make([]byte, n)
 		}
 		payload = payload[:n]
 		if _, err := io.ReadFull(r, payload); err != nil {
-			return end, frames, err
+			return end, frames, v1, err
 		}
 		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:8]) {
-			return end, frames, errors.New("checksum mismatch")
+			return end, frames, v1, errors.New("checksum mismatch")
 		}
 		if err := applyFrame(payload, recs); err != nil {
-			return end, frames, err
+			return end, frames, v1, err
 		}
 		end += 8 + int64(n)
 		frames++
 	}
-	return end, frames, nil
+	return end, frames, v1, nil
 }
 
 // isTornTail reports whether the invalid bytes from end to size can be a
@@ -397,7 +415,11 @@ func (s *fileStore) apply(id string, fn func(*Record) *Record, sync bool) (*batc
 	} else {
 		delete(s.recs, id)
 	}
-	s.pending = appendFrame(s.pending, id, r)
+	if cur != nil && r != nil && bytes.Equal(cur.Card, r.Card) && slices.Equal(cur.Allow, r.Allow) {
+		s.pending = appendStateFrame(s.pending, id, r)
+	} else {
+		s.pending = appendFrame(s.pending, id, r)
+	}
 	s.frames++
 	b := s.cur
 	s.mu.Unlock()
@@ -667,17 +689,37 @@ func appendFrame(buf []byte, id string, r *Record) []byte {
 		for _, a := range r.Allow {
 			buf = appendString(buf, a)
 		}
-		buf = binary.AppendUvarint(buf, uint64(len(r.Clicks)))
-		for _, c := range r.Clicks {
-			buf = appendString(buf, c.Key.ButtonType)
-			buf = appendString(buf, c.Key.ButtonID)
-			buf = append(buf, statusCode(c.Status))
-			buf = appendString(buf, c.Reason)
-			buf = appendString(buf, c.Operator)
-			buf = binary.AppendVarint(buf, unixNano(c.Started))
-			buf = binary.AppendVarint(buf, unixNano(c.Finished))
-		}
+		buf = appendClicks(buf, r.Clicks)
 	}
+	return sealFrame(buf, start)
+}
+
+// appendStateFrame appends the frame that gives the record under id the
+// click states and update time of r, keeping its card and allow list.
+func appendStateFrame(buf []byte, id string, r *Record) []byte {
+	start := len(buf)
+	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0, opState)
+	buf = appendString(buf, id)
+	buf = binary.AppendVarint(buf, unixNano(r.Updated))
+	return sealFrame(appendClicks(buf, r.Clicks), start)
+}
+
+func appendClicks(buf []byte, clicks []ClickState) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(clicks)))
+	for _, c := range clicks {
+		buf = appendString(buf, c.Key.ButtonType)
+		buf = appendString(buf, c.Key.ButtonID)
+		buf = append(buf, statusCode(c.Status))
+		buf = appendString(buf, c.Reason)
+		buf = appendString(buf, c.Operator)
+		buf = binary.AppendVarint(buf, unixNano(c.Started))
+		buf = binary.AppendVarint(buf, unixNano(c.Finished))
+	}
+	return buf
+}
+
+// sealFrame fills in the header of the frame that starts at start.
+func sealFrame(buf []byte, start int) []byte {
 	payload := buf[start+8:]
 	binary.LittleEndian.PutUint32(buf[start:], uint32(len(payload)))
 	binary.LittleEndian.PutUint32(buf[start+4:], crc32.Checksum(payload, castagnoli))
@@ -791,20 +833,26 @@ func applyFrame(payload []byte, recs map[string]*Record) error {
 	case opDelete:
 		delete(recs, id)
 		return nil
-	case opPut:
+	case opPut, opState:
 	default:
 		return fmt.Errorf("unknown operation %d", op)
 	}
 	rec := &Record{Updated: timeOf(r.varint())}
-	if n := r.uvarint(); n > 0 {
-		if b := r.bytes(n - 1); b != nil {
-			rec.Card = append(make([]byte, 0, len(b)), b...)
+	if op == opState {
+		if cur := recs[id]; cur != nil {
+			rec.Card, rec.Allow = cur.Card, cur.Allow
 		}
-	}
-	if n := r.count(); n > 0 {
-		rec.Allow = make([]string, n)
-		for i := range rec.Allow {
-			rec.Allow[i] = r.string()
+	} else {
+		if n := r.uvarint(); n > 0 {
+			if b := r.bytes(n - 1); b != nil {
+				rec.Card = append(make([]byte, 0, len(b)), b...)
+			}
+		}
+		if n := r.count(); n > 0 {
+			rec.Allow = make([]string, n)
+			for i := range rec.Allow {
+				rec.Allow[i] = r.string()
+			}
 		}
 	}
 	if n := r.count(); n > 0 {

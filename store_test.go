@@ -463,3 +463,64 @@ func TestFileStoreUpdateNoWait(t *testing.T) {
 		t.Error("a pending write was lost at Close")
 	}
 }
+
+func TestFileStoreClickStateDoesNotRewriteTheCard(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cards.db")
+	s, _ := openTestStore(t, path, false)
+	card := string(card2K(1))
+	put(t, s, "om_1", card, "ou_a")
+	before := fileSize(t, path)
+	st := ClickState{Key: ClickKey{PublishButton, "b1"}, Status: StatusFailed, Reason: "canary still draining", Operator: "ou_a", Started: time.Unix(1700000001, 0)}
+	if err := s.Update("om_1", func(cur *Record) *Record { return cur.withClick(st, nil, st.Started) }); err != nil {
+		t.Fatal(err)
+	}
+	if grew := fileSize(t, path) - before; grew > 200 {
+		t.Errorf("recording a click state wrote %d bytes, want it without the %d-byte card", grew, len(card))
+	}
+	want := snapshot(s)
+	s.Close()
+	s2, _ := openTestStore(t, path, false)
+	defer s2.Close()
+	sameRecords(t, snapshot(s2), want)
+}
+
+func TestFileStoreReadsFormat1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cards.db")
+	old := append([]byte(nil), fileMagicV1...)
+	old = appendFrame(old, "om_1", (*Record)(nil).withCard([]byte(`{"elements":[]}`), nil, []string{"ou_a"}, time.Unix(1700000000, 0)))
+	old = appendFrame(old, "om_2", (*Record)(nil).withCard([]byte(`{"n":2}`), nil, nil, time.Unix(1700000000, 0)))
+	old = appendFrame(old, "om_2", nil)
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, logs := openTestStore(t, path, false)
+	if r, ok := s.Get("om_1"); !ok || string(r.Card) != `{"elements":[]}` || len(r.Allow) != 1 {
+		t.Fatalf("format 1 record: %+v %v", r, ok)
+	}
+	if _, ok := s.Get("om_2"); ok {
+		t.Error("a record deleted in the format 1 file came back")
+	}
+	head := make([]byte, len(fileMagic))
+	f, _ := os.Open(path)
+	f.Read(head)
+	f.Close()
+	if !bytes.Equal(head, fileMagic) || !strings.Contains(logs.String(), "format 2") {
+		t.Errorf("header %q after open, want %q, and a log line saying so:\n%s", head, fileMagic, logs)
+	}
+	st := ClickState{Key: ClickKey{PublishButton, "b1"}, Status: StatusFailed, Reason: "no", Operator: "ou_a"}
+	s.Update("om_1", func(cur *Record) *Record { return cur.withClick(st, nil, time.Unix(1700000002, 0)) })
+	want := snapshot(s)
+	s.Close()
+	s2, _ := openTestStore(t, path, false)
+	defer s2.Close()
+	sameRecords(t, snapshot(s2), want)
+}
+
+func fileSize(t testing.TB, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
