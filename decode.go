@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ type scanner struct {
 	i     int
 	depth int
 	err   error
+	plain bool // the last string read has no escape and is all ASCII
 }
 
 // syntaxError says where a body stops being JSON.
@@ -128,22 +130,47 @@ func (s *scanner) rawString() []byte {
 	}
 	s.i++
 	start := s.i
+	s.plain = true
 	for s.i < len(s.b) {
+		// Eight bytes at a time past what needs no attention: the
+		// encrypted envelope is one string of kilobytes.
+		for s.i+8 <= len(s.b) && !special8(binary.LittleEndian.Uint64(s.b[s.i:])) {
+			s.i += 8
+		}
+		if s.i >= len(s.b) {
+			break
+		}
 		c := s.b[s.i]
 		switch {
 		case c == '"':
 			s.i++
 			return s.b[start : s.i-1]
 		case c == '\\':
+			s.plain = false
 			s.escape()
 		case c < 0x20:
 			s.fail("control character in a string")
 		default:
+			if c >= 0x80 {
+				s.plain = false
+			}
 			s.i++
 		}
 	}
 	s.fail("unterminated string")
 	return nil
+}
+
+// special8 reports whether any of the eight bytes in x ends a string or
+// needs a closer look: a quote, a backslash, a control character or a byte
+// of a multi-byte UTF-8 sequence. (Bit tricks that test every byte at
+// once; they never miss one, and a false alarm only costs the slow path.)
+func special8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ (ones * '"')
+	backslash := x ^ (ones * '\\')
+	control := (x - ones*0x20) & ^x
+	return (control|(quote-ones)&^quote|(backslash-ones)&^backslash|x)&highs != 0
 }
 
 func (s *scanner) escape() {
@@ -203,15 +230,13 @@ func (s *scanner) str(dst *string) {
 	if s.err != nil {
 		return
 	}
-	for _, c := range raw {
-		if c == '\\' || c >= 0x80 {
-			// Escapes and non-ASCII: encoding/json's own rules (surrogates,
-			// invalid UTF-8) apply. Rare in a callback.
-			if err := json.Unmarshal(s.b[start:s.i], dst); err != nil {
-				s.fail(err.Error())
-			}
-			return
+	if !s.plain {
+		// Escapes and non-ASCII: encoding/json's own rules (surrogates,
+		// invalid UTF-8) apply. Rare in a callback.
+		if err := json.Unmarshal(s.b[start:s.i], dst); err != nil {
+			s.fail(err.Error())
 		}
+		return
 	}
 	*dst = string(raw)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -138,5 +139,27 @@ func TestScannerRejects(t *testing.T) {
 	var in inbound
 	if err := decodeInbound(append([]byte(`{"a":`), deep...), &in); err == nil {
 		t.Error("accepted nesting past the limit")
+	}
+}
+
+func TestSpecial8NeverMissesAByte(t *testing.T) {
+	needs := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80 }
+	for c := range 256 {
+		for pos := range 8 {
+			for _, fill := range []byte{'a', ' ', '~', '!', '#', '[', ']'} {
+				var b [8]byte
+				for i := range b {
+					b[i] = fill
+				}
+				b[pos] = byte(c)
+				got := special8(binary.LittleEndian.Uint64(b[:]))
+				if needs(byte(c)) && !got {
+					t.Fatalf("byte %#x at %d among %q: missed", c, pos, fill)
+				}
+				if !needs(byte(c)) && got {
+					t.Fatalf("byte %#x at %d among %q: false alarm on plain text", c, pos, fill)
+				}
+			}
+		}
 	}
 }
