@@ -80,11 +80,23 @@ func (s *signer) newSignature(timestamp, nonce string, body []byte) []byte {
 // decrypt opens an {"encrypt":…} envelope (PROTOCOL §4): base64, IV in the
 // first block, AES-256-CBC, strict PKCS#7 padding.
 func (s *signer) decrypt(encrypted string) ([]byte, error) {
-	raw, err := base64.StdEncoding.DecodeString(encrypted)
-	if err != nil {
-		return nil, errBadBase64
+	plain, _, err := s.decryptInto(nil, encrypted)
+	return plain, err
+}
+
+// decryptInto is decrypt working in buf's memory, or in memory of its own
+// when buf is too small; it returns that memory, for reuse, as used.
+func (s *signer) decryptInto(buf []byte, encrypted string) (plain, used []byte, err error) {
+	used = buf[:cap(buf)]
+	if n := base64.StdEncoding.DecodedLen(len(encrypted)); n > len(used) {
+		used = make([]byte, n)
 	}
-	return decryptCBC(s.block, raw)
+	n, err := base64.StdEncoding.Decode(used, []byte(encrypted))
+	if err != nil {
+		return nil, used, errBadBase64
+	}
+	plain, err = decryptCBC(s.block, used[:n])
+	return plain, used, err
 }
 
 func decryptCBC(block cipher.Block, raw []byte) ([]byte, error) {
