@@ -238,6 +238,10 @@ func (s *scanner) str(dst *string) {
 		}
 		return
 	}
+	if string(raw) == PublishButton {
+		*dst = PublishButton // stored with every click state: share one copy
+		return
+	}
 	*dst = string(raw)
 }
 

@@ -160,8 +160,9 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 		r.mu.Unlock()
 	}
 
-	timer := time.NewTimer(time.Until(start.Add(r.respondWithin)))
-	defer timer.Stop()
+	timer := timers.Get().(*time.Timer)
+	timer.Reset(time.Until(start.Add(r.respondWithin)))
+	defer func() { timer.Stop(); timers.Put(timer) }()
 	select {
 	case <-f.done:
 		return r.finalReply(c, f)
@@ -193,6 +194,15 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 		written: func() { once.Do(func() { close(lc.answered) }) },
 	}
 }
+
+// timers holds stopped timers for the answer budget. (A stopped timer
+// delivers no stale tick after Stop: go.mod's Go version has the timer
+// semantics of Go 1.23.)
+var timers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // allowed applies the card's allow list, else the global one.
 func (r *runner) allowed(rec *Record, c Click) bool {

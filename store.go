@@ -58,17 +58,29 @@ func (r *Record) Click(key ClickKey) (ClickState, bool) {
 // when card is not nil, the card replaced by card, a done card (rendering
 // a done card as done changes nothing, so it is its own Done).
 func (r *Record) withClick(st ClickState, card []byte, now time.Time) *Record {
-	n := &Record{Updated: now}
-	if r != nil {
-		n.Card, n.Done, n.Allow = r.Card, r.Done, r.Allow
-		n.Clicks = make([]ClickState, 0, len(r.Clicks)+1)
+	var n *Record
+	if r == nil || len(r.Clicks) == 0 || len(r.Clicks) == 1 && r.Clicks[0].Key == st.Key {
+		// A card with one button, the usual case: the record and its one
+		// state in one allocation.
+		one := &struct {
+			rec   Record
+			state [1]ClickState
+		}{state: [1]ClickState{st}}
+		n = &one.rec
+		n.Clicks = one.state[:]
+	} else {
+		n = &Record{Clicks: make([]ClickState, 0, len(r.Clicks)+1)}
 		for _, c := range r.Clicks {
 			if c.Key != st.Key {
 				n.Clicks = append(n.Clicks, c)
 			}
 		}
+		n.Clicks = append(n.Clicks, st)
 	}
-	n.Clicks = append(n.Clicks, st)
+	n.Updated = now
+	if r != nil {
+		n.Card, n.Done, n.Allow = r.Card, r.Done, r.Allow
+	}
 	if card != nil {
 		n.Card, n.Done = card, card
 	}
