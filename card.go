@@ -73,7 +73,7 @@ type ClickKey struct {
 // are left undecoded. The json tags give encoding/json the same view: the
 // fuzz test holds the two decoders to each other.
 type inbound struct {
-	Encrypt *string `json:"encrypt"`
+	Encrypt sealed `json:"encrypt"`
 
 	// Challenge (PROTOCOL §2.3); Token doubles as the legacy update token.
 	Type      string `json:"type"`
@@ -110,6 +110,23 @@ type inbound struct {
 	OpenChatID    string     `json:"open_chat_id"`
 	TenantKey     string     `json:"tenant_key"`
 	Action        wireAction `json:"action"`
+}
+
+// sealed is the encrypt field: the base64 text of an envelope, nil when
+// the field is absent or null. decodeInbound leaves it pointing into the
+// body it decodes, which it is used with.
+type sealed []byte
+
+func (e *sealed) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*e = append(sealed{}, s...)
+	return nil
 }
 
 type wireAction struct {

@@ -80,18 +80,18 @@ func (s *signer) newSignature(timestamp, nonce string, body []byte) []byte {
 // decrypt opens an {"encrypt":…} envelope (PROTOCOL §4): base64, IV in the
 // first block, AES-256-CBC, strict PKCS#7 padding.
 func (s *signer) decrypt(encrypted string) ([]byte, error) {
-	plain, _, err := s.decryptInto(nil, encrypted)
+	plain, _, err := s.decryptInto(nil, []byte(encrypted))
 	return plain, err
 }
 
 // decryptInto is decrypt working in buf's memory, or in memory of its own
 // when buf is too small; it returns that memory, for reuse, as used.
-func (s *signer) decryptInto(buf []byte, encrypted string) (plain, used []byte, err error) {
+func (s *signer) decryptInto(buf, encrypted []byte) (plain, used []byte, err error) {
 	used = buf[:cap(buf)]
 	if n := base64.StdEncoding.DecodedLen(len(encrypted)); n > len(used) {
 		used = make([]byte, n)
 	}
-	n, err := base64.StdEncoding.Decode(used, []byte(encrypted))
+	n, err := base64.StdEncoding.Decode(used, encrypted)
 	if err != nil {
 		return nil, used, errBadBase64
 	}

@@ -245,6 +245,26 @@ func (s *scanner) str(dst *string) {
 	*dst = string(raw)
 }
 
+// sealed reads a string without copying it when it has no escape and is
+// all ASCII, as base64 text is: the envelope is most of a body.
+func (s *scanner) sealed() sealed {
+	s.ws()
+	start := s.i
+	raw := s.rawString()
+	if s.err != nil {
+		return nil
+	}
+	if s.plain {
+		return sealed(raw[:len(raw):len(raw)])
+	}
+	var v string
+	if err := json.Unmarshal(s.b[start:s.i], &v); err != nil {
+		s.fail(err.Error())
+		return nil
+	}
+	return append(sealed{}, v...)
+}
+
 // raw reads any value and returns its bytes; null yields nil.
 func (s *scanner) raw() []byte {
 	s.ws()
@@ -343,6 +363,8 @@ func (s *scanner) end() error {
 }
 
 // decodeInbound decodes a callback body or decrypted envelope into in.
+// What it decodes is copied out of body, except in.Encrypt, which is only
+// read while body is.
 func decodeInbound(body []byte, in *inbound) error {
 	if !isObject(body) {
 		return errNotObject
@@ -356,9 +378,7 @@ func decodeInbound(body []byte, in *inbound) error {
 				in.Encrypt = nil
 				continue
 			}
-			var e string
-			s.str(&e)
-			in.Encrypt = &e
+			in.Encrypt = s.sealed()
 		case "type":
 			s.str(&in.Type)
 		case "challenge":

@@ -67,7 +67,7 @@ func (v *verifier) open(sig signed, body []byte, in *inbound) (kind, error) {
 		// into it, and its buffer is reused.
 		bp := bodyPool.Get().(*[]byte)
 		defer bodyPool.Put(bp)
-		plain, used, err := v.decryptInto(*bp, *in.Encrypt)
+		plain, used, err := v.decryptInto(*bp, in.Encrypt)
 		if cap(used) <= 64<<10 {
 			*bp = used[:0]
 		}

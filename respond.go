@@ -127,8 +127,9 @@ func readBodyInto(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, e
 }
 
 // bodyPool holds callback body buffers. Nothing decoded from a callback
-// keeps a reference into its body (see decodeInbound), so a buffer is
-// reused once the answer is written.
+// keeps a reference into its body but the envelope (see decodeInbound),
+// which is opened before the answer, so a buffer is reused once the answer
+// is written.
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // methodNotAllowed answers every method of a path that has other routes.
