@@ -24,7 +24,10 @@ type requestIDs struct {
 
 func newRequestIDs() *requestIDs { return &requestIDs{prefix: "cc-" + randomID(4) + "-"} }
 
-func (g *requestIDs) next() string { return g.prefix + strconv.FormatUint(g.n.Add(1), 10) }
+func (g *requestIDs) next() string {
+	var b [48]byte
+	return string(strconv.AppendUint(append(b[:0], g.prefix...), g.n.Add(1), 10))
+}
 
 // withRequestID tags each request with its id.
 func withRequestID(ids *requestIDs, next http.Handler) http.Handler {
