@@ -114,7 +114,8 @@ type inbound struct {
 
 // sealed is the encrypt field: the base64 text of an envelope, nil when
 // the field is absent or null. decodeInbound leaves it pointing into the
-// body it decodes, which it is used with.
+// body it was decoded from, so it is read before that body's buffer is
+// reused.
 type sealed []byte
 
 func (e *sealed) UnmarshalJSON(b []byte) error {
@@ -400,8 +401,9 @@ func toastFailed(reason string) toast {
 	return newToast("error", "全量发布失败："+reason, "Full release failed: "+reason)
 }
 
-// answerBody is an answer in parts that are written one after the other, so that
-// a stored card is sent as it is stored, not copied into a new buffer.
+// answerBody is an answer in parts that are written one after the other,
+// so that a stored card is sent as it is stored, not copied into a new
+// buffer.
 type answerBody struct{ head, card, tail []byte }
 
 var (

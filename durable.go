@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// The durable store is an append-only log of whole records in one file.
+// The durable store is an append-only log of records in one file.
 //
 //	file   = magic frame*
 //	frame  = length:u32le crc32c(payload):u32le payload
