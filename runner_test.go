@@ -411,3 +411,32 @@ func TestSlowExecInProgressThenPush(t *testing.T) {
 	sameJSON(t, u.Card, done)
 	wantAnswer(t, Legacy, e.click(Legacy, testClick("om_1")), done, nil)
 }
+
+func TestSlowLogicDoesNotHoldUpOtherButtons(t *testing.T) {
+	// Logic runs on kept workers; one busy with a slow release must not
+	// keep another message's click waiting.
+	slow := newGate()
+	var fast countingLogic
+	e := newEnv(t, func(ctx context.Context, c Click) error {
+		if c.MessageID == "om_slow" {
+			return slow.logic(ctx, c)
+		}
+		return fast.logic(ctx, c)
+	})
+	card := []byte(`{"elements":[]}`)
+	done, _ := doneCard(card)
+	for _, id := range []string{"om_slow", "om_1", "om_2"} {
+		e.putCard(id, card, "")
+	}
+	answered := make(chan *httptest.ResponseRecorder)
+	go func() { answered <- e.click(Legacy, testClick("om_slow")) }()
+	<-slow.started
+	for _, id := range []string{"om_1", "om_2"} {
+		wantAnswer(t, Legacy, e.click(Legacy, testClick(id)), done, nil)
+	}
+	close(slow.release)
+	wantAnswer(t, Legacy, <-answered, done, nil)
+	if fast.n.Load() != 2 || slow.n.Load() != 1 {
+		t.Errorf("runs: %d fast, %d slow; want 2 and 1", fast.n.Load(), slow.n.Load())
+	}
+}
