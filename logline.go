@@ -15,7 +15,7 @@ import (
 // (TestLineFormatMatchesSlog holds this code to that), but without a Record,
 // a stack walk or an allocation. Under load slog's formatting of the two
 // lines a first click logs cost about a fifth of the server's throughput.
-// Records that carry anything else than strings, integers, booleans and
+// Records that carry anything other than strings, integers, booleans and
 // durations, and loggers made WithAttrs or WithGroup, go to slog.
 
 // maxLineAttrs is the most attributes a line formatted here may carry.
