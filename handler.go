@@ -117,14 +117,8 @@ type callbackHandler struct {
 	m   *metrics
 }
 
-// ServeHTTP serves a request that withRequestID has tagged.
-func (h callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.serve(r.Context(), w, r)
-}
-
-// serve answers the callback r; ctx is r's context with the request id.
-// The click path comes here straight from newServer, which tags the
-// request without copying it into a new context.
+// serve answers the callback r; ctx is r's context with the request id
+// (see newServer).
 func (h callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	log, m := h.log, h.m
 	start := time.Now()

@@ -11,12 +11,12 @@ import (
 func newServer(log *slog.Logger, cfg *config, st Store, rn *runner, fc *feishuClient, m *metrics) http.Handler {
 	callback := callbackHandler{log, &verifier{signer: newSigner(cfg.verificationToken, cfg.encryptKey), dev: cfg.devMode()}, rn, m}
 	mux := http.NewServeMux()
-	addRoutes(mux, log, cfg, st, callback, fc, m)
+	addRoutes(mux, log, cfg, st, fc, m)
 	ids := newRequestIDs()
 	tagged := withRequestID(ids, mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The route under load is taken before the mux, to the route the
-		// mux would take it to, and tagged without copying the request.
+		// POST {path}, the route under load, is taken before the mux and
+		// tagged without copying the request.
 		if r.Method == http.MethodPost && r.URL.Path == cfg.path {
 			callback.serve(contextWithRequestID(r.Context(), ids.tag(w, r)), w, r)
 			return
@@ -25,14 +25,14 @@ func newServer(log *slog.Logger, cfg *config, st Store, rn *runner, fc *feishuCl
 	})
 }
 
-// addRoutes is every route in one place.
-func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg *config, st Store, callback callbackHandler, fc *feishuClient, m *metrics) {
+// addRoutes is every route but POST {path}, the callback, which newServer
+// serves ahead of the mux.
+func addRoutes(mux *http.ServeMux, log *slog.Logger, cfg *config, st Store, fc *feishuClient, m *metrics) {
 	admin := func(h http.Handler) http.Handler { return requireAdmin(log, cfg.adminToken, cfg.adminOpen(), h) }
 	// Metrics are open without an admin token, behind it with one.
 	metricsAuth := func(h http.Handler) http.Handler { return requireAdmin(log, cfg.adminToken, true, h) }
 	now := time.Now
 
-	mux.Handle("POST "+cfg.path, callback) // newServer takes this route before the mux
 	mux.Handle(cfg.path, methodNotAllowed("POST"))
 	mux.Handle("GET /healthz", handleHealth())
 	mux.Handle("PUT /cards/{id}", admin(handleCardPut(log, st, now)))

@@ -89,9 +89,9 @@ type flightKey struct {
 // flight is one run of the logic for one key.
 type flight struct {
 	key   flightKey
-	click Click           // the click that runs the logic
-	ctx   context.Context // that click's, for its request id; cancels nothing
-	done  chan struct{}   // closed when the outcome below is set
+	click Click         // the click that runs the logic
+	reqID string        // that click's request id, for the logic's log lines
+	done  chan struct{} // closed when the outcome below is set
 
 	mu       sync.Mutex
 	finished bool
@@ -151,7 +151,7 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 			r.mu.Unlock()
 			return r.repeat(c, rec)
 		}
-		f = &flight{key: fk, click: c, ctx: context.WithoutCancel(ctx), done: make(chan struct{})}
+		f = &flight{key: fk, click: c, reqID: requestID(ctx), done: make(chan struct{})}
 		r.flights[fk] = f
 		r.wg.Add(1)
 		r.mu.Unlock()
@@ -273,7 +273,10 @@ func (r *runner) worker(f *flight) {
 // "in progress".
 func (r *runner) execute(f *flight) {
 	defer r.wg.Done()
-	ctx, fk, c := f.ctx, f.key, f.click
+	fk, c := f.key, f.click
+	// The logic's context, and the one its outcome is logged with: the
+	// runner's, carrying the click's request id.
+	ctx := contextWithRequestID(r.bg, f.reqID)
 	started := r.now()
 	st := ClickState{Key: fk.ClickKey, Status: StatusRunning, Operator: c.OpenID, Started: started}
 	// Nothing waits on "running" reaching the disk: it goes with the
@@ -284,7 +287,7 @@ func (r *runner) execute(f *flight) {
 		err = fmt.Errorf("cannot record the click: %w", err)
 		st.Finished = r.now()
 	} else {
-		lctx := newLogicContext(contextWithRequestID(r.bg, requestID(ctx)), started, r.logicTimeout)
+		lctx := newLogicContext(ctx, started, r.logicTimeout)
 		err = safeRun(lctx, r.logic, c)
 		lctx.release()
 		st.Finished = r.now()
