@@ -220,25 +220,3 @@ func logCallback(ctx context.Context, log *slog.Logger, c Click, rep reply, star
 	}
 	logAt(ctx, log, end, levelOf(rep.outcome), "callback", attrs...)
 }
-
-// logFast logs without the caller's program counter, which slog.Logger
-// captures with a stack walk that no handler here prints, and, with the
-// program's own handler, without building a slog.Record: these are the
-// lines of the click path, where either is a measurable share of the work.
-func logFast(ctx context.Context, log *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
-	logAt(ctx, log, time.Now(), level, msg, attrs...)
-}
-
-// logAt is logFast for a caller that has just read the clock.
-func logAt(ctx context.Context, log *slog.Logger, t time.Time, level slog.Level, msg string, attrs ...slog.Attr) {
-	h := log.Handler()
-	if !h.Enabled(ctx, level) {
-		return
-	}
-	if u, ok := h.(urgentHandler); ok && u.writeLine(ctx, t, level, msg, attrs) {
-		return
-	}
-	r := slog.NewRecord(t, level, msg, 0)
-	r.AddAttrs(attrs...)
-	h.Handle(ctx, r)
-}
