@@ -115,9 +115,7 @@ func TestFileStoreEmptyFile(t *testing.T) {
 		t.Errorf("got %d records, want 0", s.Len())
 	}
 	put(t, s, "om_1", `{}`)
-	s.Close()
-	s, _ = openTestStore(t, path, false)
-	defer s.Close()
+	s = reopen(t, s, path)
 	if s.Len() != 1 {
 		t.Errorf("got %d records, want 1", s.Len())
 	}
@@ -170,9 +168,7 @@ func TestFileStoreTornTail(t *testing.T) {
 				t.Errorf("size after the cut: %d, want %d", after.Size(), before.Size())
 			}
 			put(t, s, "om_after", `{}`)
-			s.Close()
-			s, _ = openTestStore(t, path, false)
-			defer s.Close()
+			s = reopen(t, s, path)
 			if _, ok := s.Get("om_after"); !ok || s.Len() != len(want)+1 {
 				t.Error("a write after the cut was lost")
 			}
@@ -212,9 +208,7 @@ func TestFileStoreDamageInTheMiddle(t *testing.T) {
 		t.Errorf("the damaged file was not moved aside intact: %v", err)
 	}
 	put(t, s, "om_new", `{}`)
-	s.Close()
-	s, _ = openTestStore(t, path, false)
-	defer s.Close()
+	s = reopen(t, s, path)
 	if s.Len() != 5 {
 		t.Errorf("after repair and a write: %d records, want 5", s.Len())
 	}
@@ -249,9 +243,7 @@ func TestFileStoreFailsRunningClicksAtStart(t *testing.T) {
 	if !strings.Contains(logs.String(), "om_1") {
 		t.Errorf("no warning naming the message:\n%s", logs)
 	}
-	s.Close()
-	s, _ = openTestStore(t, path, false) // and that was written down
-	defer s.Close()
+	s = reopen(t, s, path) // and that was written down
 	r, _ = s.Get("om_1")
 	if st, _ := r.Click(ClickKey{PublishButton, "b1"}); st.Status != StatusFailed {
 		t.Errorf("after another restart: %+v, want failed", st)
@@ -273,9 +265,7 @@ func TestFileStoreConcurrentWriters(t *testing.T) {
 	}
 	wg.Wait()
 	want := snapshot(s)
-	s.Close()
-	s, _ = openTestStore(t, path, false)
-	defer s.Close()
+	s = reopen(t, s, path)
 	if s.Len() != 64*40 {
 		t.Errorf("got %d records, want %d", s.Len(), 64*40)
 	}
@@ -329,9 +319,7 @@ func TestFileStoreCompactionInterrupted(t *testing.T) {
 			want := snapshot(s)
 			// A crash: the process ends with whatever is on disk. Every
 			// write above was acknowledged, so all of it must be there.
-			s.Close()
-			s, _ = openTestStore(t, path, false)
-			defer s.Close()
+			s = reopen(t, s, path)
 			sameRecords(t, snapshot(s), want)
 			if _, err := os.Stat(path + ".tmp"); err == nil {
 				t.Error("the unfinished compaction's file was left behind")
@@ -360,9 +348,7 @@ func TestFileStoreRetention(t *testing.T) {
 	if err := s.compact(); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	s, _ = openTestStore(t, path, false)
-	defer s.Close()
+	s = reopen(t, s, path)
 	for id, want := range map[string]bool{"om_old": false, "om_running": true, "om_new": true} {
 		if _, ok := s.Get(id); ok != want {
 			t.Errorf("%s kept: %v, want %v", id, ok, want)
@@ -478,9 +464,7 @@ func TestFileStoreClickStateDoesNotRewriteTheCard(t *testing.T) {
 		t.Errorf("recording a click state wrote %d bytes, want it without the %d-byte card", grew, len(card))
 	}
 	want := snapshot(s)
-	s.Close()
-	s2, _ := openTestStore(t, path, false)
-	defer s2.Close()
+	s2 := reopen(t, s, path)
 	sameRecords(t, snapshot(s2), want)
 }
 
@@ -510,9 +494,7 @@ func TestFileStoreReadsFormat1(t *testing.T) {
 	st := ClickState{Key: ClickKey{PublishButton, "b1"}, Status: StatusFailed, Reason: "no", Operator: "ou_a"}
 	s.Update("om_1", func(cur *Record) *Record { return cur.withClick(st, nil, time.Unix(1700000002, 0)) })
 	want := snapshot(s)
-	s.Close()
-	s2, _ := openTestStore(t, path, false)
-	defer s2.Close()
+	s2 := reopen(t, s, path)
 	sameRecords(t, snapshot(s2), want)
 }
 
@@ -523,4 +505,15 @@ func fileSize(t testing.TB, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// reopen closes s and opens the store at path again, as a restart would.
+func reopen(t testing.TB, s *fileStore, path string) *fileStore {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := openTestStore(t, path, false)
+	t.Cleanup(func() { s2.Close() })
+	return s2
 }
