@@ -238,10 +238,6 @@ func (s *scanner) str(dst *string) {
 		}
 		return
 	}
-	if string(raw) == PublishButton {
-		*dst = PublishButton // stored with every click state: share one copy
-		return
-	}
 	*dst = string(raw)
 }
 
@@ -513,7 +509,12 @@ func decodeButton(value []byte) (buttonType, buttonID string, err error) {
 	for first := true; s.more('}', &first); {
 		switch string(s.key()) {
 		case "button_type":
-			buttonType = s.textValue(false)
+			// Stored with every click state: the usual value shares one copy.
+			if s.plainString(PublishButton) {
+				buttonType = PublishButton
+			} else {
+				buttonType = s.textValue(false)
+			}
 		case "button_id":
 			buttonID = s.textValue(true)
 		default:
@@ -521,6 +522,18 @@ func decodeButton(value []byte) (buttonType, buttonID string, err error) {
 		}
 	}
 	return buttonType, buttonID, s.end()
+}
+
+// plainString passes over the string value want, written without escapes,
+// and reports whether it was there.
+func (s *scanner) plainString(want string) bool {
+	s.ws()
+	end := s.i + len(want) + 2
+	if s.err != nil || end > len(s.b) || s.b[s.i] != '"' || s.b[end-1] != '"' || string(s.b[s.i+1:end-1]) != want {
+		return false
+	}
+	s.i = end
+	return true
 }
 
 // textValue reads a string, or with number a number's literal; any other

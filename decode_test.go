@@ -114,6 +114,11 @@ func TestDecodeButton(t *testing.T) {
 		{`{"button_id":12.5e1,"button_type":"x"}`, "x", "12.5e1", false},
 		{`{"button_type":7,"button_id":true}`, "", "", false},
 		{`{"button_type":"a\u0062"}`, "ab", "", false},
+		{`{"button_type": "public_publish" , "button_id":"b1"}`, "public_publish", "b1", false},
+		{`{"button_type":"public\u005fpublish"}`, "public_publish", "", false},
+		{`{"button_type":"public_publish_all"}`, "public_publish_all", "", false},
+		{`{"button_type":"public_publis"}`, "public_publis", "", false},
+		{`{"button_type":"public_publish`, "", "", true},
 		{`{"button_type":"x"} x`, "", "", true},
 		{`{"button_type":}`, "", "", true},
 	} {
