@@ -91,6 +91,11 @@ func (h urgentHandler) Handle(ctx context.Context, r slog.Record) error {
 			return nil
 		}
 	}
+	return h.handleSlow(ctx, r)
+}
+
+// handleSlow has the wrapped slog handler format r.
+func (h urgentHandler) handleSlow(ctx context.Context, r slog.Record) error {
 	requestIDAttr(ctx, &r)
 	err := h.Handler.Handle(ctx, r)
 	if r.Level >= slog.LevelWarn {

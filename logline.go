@@ -37,11 +37,16 @@ func logAt(ctx context.Context, log *slog.Logger, t time.Time, level slog.Level,
 	if !h.Enabled(ctx, level) {
 		return
 	}
-	if u, ok := h.(urgentHandler); ok && u.writeLine(ctx, t, level, msg, attrs) {
+	u, ok := h.(urgentHandler)
+	if ok && u.writeLine(ctx, t, level, msg, attrs) {
 		return
 	}
 	r := slog.NewRecord(t, level, msg, 0)
 	r.AddAttrs(attrs...)
+	if ok {
+		u.handleSlow(ctx, r) // writeLine has just declined it
+		return
+	}
 	h.Handle(ctx, r)
 }
 

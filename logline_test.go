@@ -109,6 +109,8 @@ func TestLoggerWritesWhatSlogWrites(t *testing.T) {
 		ref.With("k", "v").WarnContext(ctx, "derived", "a", "b", "request_id", "cc-7")
 		logFast(ctx, log, slog.LevelInfo, "fast", slog.String("open_id", "ou 1"))
 		ref.InfoContext(ctx, "fast", "open_id", "ou 1", "request_id", "cc-7")
+		logFast(ctx, log, slog.LevelWarn, "fast, left to slog", slog.Any("err", errors.New("boom")))
+		ref.WarnContext(ctx, "fast, left to slog", "err", errors.New("boom"), "request_id", "cc-7")
 		logFast(context.Background(), log, slog.LevelDebug, "not enabled")
 		sink.Flush()
 		// Times differ between the two loggers; compare the lines without them.

@@ -45,11 +45,7 @@ func errorStatus(err error) int {
 
 // writeJSON writes body, which is already JSON, with its headers set first.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h["Content-Type"] = jsonContentType
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(status)
-	w.Write(body)
+	writeBody(w, status, answerBody{head: body})
 }
 
 var jsonContentType = []string{"application/json; charset=utf-8"}
