@@ -77,15 +77,10 @@ func (s *signer) newSignature(timestamp, nonce string, body []byte) []byte {
 	return digest(&sha256Pool, timestamp, nonce, s.encryptKey, body)
 }
 
-// decrypt opens an {"encrypt":…} envelope (PROTOCOL §4): base64, IV in the
-// first block, AES-256-CBC, strict PKCS#7 padding.
-func (s *signer) decrypt(encrypted string) ([]byte, error) {
-	plain, _, err := s.decryptInto(nil, []byte(encrypted))
-	return plain, err
-}
-
-// decryptInto is decrypt working in buf's memory, or in memory of its own
-// when buf is too small; it returns that memory, for reuse, as used.
+// decryptInto opens an {"encrypt":…} envelope (PROTOCOL §4): base64, IV in
+// the first block, AES-256-CBC, strict PKCS#7 padding. It works in buf's
+// memory, or in memory of its own when buf is too small, and returns that
+// memory, for reuse, as used.
 func (s *signer) decryptInto(buf, encrypted []byte) (plain, used []byte, err error) {
 	used = buf[:cap(buf)]
 	if n := base64.StdEncoding.DecodedLen(len(encrypted)); n > len(used) {

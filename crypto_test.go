@@ -125,3 +125,9 @@ func TestSignatureMatches(t *testing.T) {
 		}
 	}
 }
+
+// decrypt is decryptInto for the tests: in memory of its own.
+func (s *signer) decrypt(encrypted string) ([]byte, error) {
+	plain, _, err := s.decryptInto(nil, []byte(encrypted))
+	return plain, err
+}
