@@ -77,7 +77,7 @@ type fileStore struct {
 	hook func(step string) error
 
 	mu      sync.RWMutex
-	recs    map[string]*Record
+	recs    *table
 	pending []byte // frames not yet written
 	spare   []byte
 	cur     *batch // the batch pending belongs to
@@ -126,7 +126,7 @@ func openFileStore(path string, repair bool, retention time.Duration, log *slog.
 	}
 	s := &fileStore{
 		path: path, log: log, retention: retention, now: time.Now, lock: lock,
-		recs: make(map[string]*Record), cur: newBatch(),
+		recs: newTable(), cur: newBatch(),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	if err := s.load(repair); err != nil {
@@ -164,14 +164,14 @@ func (s *fileStore) load(repair bool) error {
 		if !repair {
 			f.Close()
 			return fmt.Errorf("%w: %s at offset %d: %v; the %d records before it are intact: start with -repair to keep them and move the damaged file aside",
-				errDamaged, s.path, end, damage, len(s.recs))
+				errDamaged, s.path, end, damage, s.recs.len())
 		}
 		f.Close()
 		if f, err = s.repairTo(end); err != nil {
 			return err
 		}
 		s.log.Warn("data file repaired: kept the valid prefix, moved the damaged file aside",
-			"path", s.path, "offset", end, "records", len(s.recs), "aside", s.path+".damaged")
+			"path", s.path, "offset", end, "records", s.recs.len(), "aside", s.path+".damaged")
 	case end < size:
 		s.log.Warn("cutting off a torn write at the end of the data file (a crash mid-write; it was never acknowledged)",
 			"path", s.path, "offset", end, "bytes", size-end)
@@ -242,7 +242,7 @@ func (s *fileStore) repairTo(end int64) (*os.File, error) {
 // replay applies every valid frame of f to recs. It returns the offset
 // where the valid log ends, the number of frames, and what stopped it
 // before size, if anything.
-func replay(f *os.File, size int64, recs map[string]*Record) (end int64, frames int, v1 bool, damage error) {
+func replay(f *os.File, size int64, recs *table) (end int64, frames int, v1 bool, damage error) {
 	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20)
 	head := make([]byte, len(fileMagic))
 	n, _ := io.ReadFull(r, head)
@@ -334,15 +334,7 @@ func (s *fileStore) observeSync(fn func(time.Duration)) {
 // be retried.
 func (s *fileStore) failRunning() error {
 	s.mu.RLock()
-	var ids []string
-	for id, r := range s.recs {
-		for _, c := range r.Clicks {
-			if c.Status == StatusRunning {
-				ids = append(ids, id)
-				break
-			}
-		}
-	}
+	ids := s.recs.ids(func(r *slot) bool { return r.running })
 	s.mu.RUnlock()
 	for _, id := range ids {
 		err := s.Update(id, func(cur *Record) *Record {
@@ -366,14 +358,14 @@ func (s *fileStore) failRunning() error {
 func (s *fileStore) Get(id string) (*Record, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	r, ok := s.recs[id]
-	return r, ok
+	r := s.recs.get(id)
+	return r, r != nil
 }
 
 func (s *fileStore) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.recs)
+	return s.recs.len()
 }
 
 func (s *fileStore) Update(id string, fn func(*Record) *Record) error {
@@ -404,16 +396,16 @@ func (s *fileStore) apply(id string, fn func(*Record) *Record, sync bool) (*batc
 		s.mu.Unlock()
 		return nil, fmt.Errorf("the data file failed a write and takes no more until restart: %w", s.broken)
 	}
-	cur := s.recs[id]
+	cur := s.recs.get(id)
 	r := fn(cur)
 	if r == nil && cur == nil {
 		s.mu.Unlock()
 		return nil, nil
 	}
 	if r != nil {
-		s.recs[id] = r
+		s.recs.put(id, r)
 	} else {
-		delete(s.recs, id)
+		s.recs.delete(id)
 	}
 	if cur != nil && r != nil && bytes.Equal(cur.Card, r.Card) && slices.Equal(cur.Allow, r.Allow) {
 		s.pending = appendStateFrame(s.pending, id, r)
@@ -461,19 +453,20 @@ func (s *fileStore) syncLoop() {
 // hasExpired reports whether a record is past the retention. Called with
 // s.mu held.
 func (s *fileStore) hasExpired() bool {
-	cutoff := s.now().Add(-s.retention)
-	for _, r := range s.recs {
-		if r.Updated.Before(cutoff) && !running(r) {
-			return true
-		}
-	}
-	return false
+	return len(s.recs.ids(s.expired(s.now().Add(-s.retention)))) > 0
+}
+
+// expired matches the records last updated before cutoff, unless a click
+// of theirs is running.
+func (s *fileStore) expired(cutoff time.Time) func(*slot) bool {
+	c := unixNano(cutoff)
+	return func(r *slot) bool { return r.updated < c && !r.running }
 }
 
 // tooManyDead reports whether dead frames outnumber live records. Called
 // with s.mu held.
 func (s *fileStore) tooManyDead() bool {
-	return s.frames-len(s.recs) > max(len(s.recs), minCompact)
+	return s.frames-s.recs.len() > max(s.recs.len(), minCompact)
 }
 
 // startCompaction claims the compaction when none runs and need holds.
@@ -552,23 +545,14 @@ func (s *fileStore) compact() (err error) {
 		s.mu.Unlock()
 	}()
 	tmpPath := s.path + ".tmp"
-	type entry struct {
-		id string
-		r  *Record
-	}
 	s.mu.Lock()
-	cutoff := time.Time{}
 	if s.retention > 0 {
-		cutoff = s.now().Add(-s.retention)
-	}
-	snap := make([]entry, 0, len(s.recs))
-	for id, r := range s.recs {
-		if !cutoff.IsZero() && r.Updated.Before(cutoff) && !running(r) {
-			delete(s.recs, id)
-			continue
+		for _, id := range s.recs.ids(s.expired(s.now().Add(-s.retention))) {
+			s.recs.delete(id)
 		}
-		snap = append(snap, entry{id, r})
 	}
+	snap := s.recs.view()
+	records := s.recs.len()
 	s.fileMu.Lock()
 	s.tail = []byte{}
 	s.fileMu.Unlock()
@@ -589,10 +573,11 @@ func (s *fileStore) compact() (err error) {
 	w := bufio.NewWriterSize(tmp, 1<<20)
 	w.Write(fileMagic)
 	var frame []byte
-	for _, e := range snap {
-		frame = appendFrame(frame[:0], e.id, e.r)
+	snap.each(func(id, card, meta []byte) bool {
+		frame = appendPutFrame(frame[:0], id, card, meta)
 		w.Write(frame)
-	}
+		return true
+	})
 	if err = w.Flush(); err == nil {
 		err = tmp.Sync()
 	}
@@ -625,7 +610,7 @@ func (s *fileStore) compact() (err error) {
 	s.fileMu.Unlock()
 	old.Close()
 	s.mu.Lock()
-	s.frames = len(s.recs)
+	s.frames = s.recs.len()
 	s.mu.Unlock()
 	if s.hook != nil {
 		if err := s.hook("renamed"); err != nil {
@@ -635,7 +620,7 @@ func (s *fileStore) compact() (err error) {
 	if err := syncDir(s.path); err != nil {
 		return fmt.Errorf("compacted, but the directory sync failed: %w", err)
 	}
-	s.log.Info("data file compacted", "path", s.path, "records", len(snap))
+	s.log.Info("data file compacted", "path", s.path, "records", records)
 	return nil
 }
 
@@ -679,19 +664,40 @@ func appendFrame(buf []byte, id string, r *Record) []byte {
 		buf = append(buf, opPut)
 		buf = appendString(buf, id)
 		buf = binary.AppendVarint(buf, unixNano(r.Updated))
-		if r.Card == nil {
-			buf = binary.AppendUvarint(buf, 0)
-		} else {
-			buf = binary.AppendUvarint(buf, uint64(len(r.Card))+1)
-			buf = append(buf, r.Card...)
-		}
-		buf = binary.AppendUvarint(buf, uint64(len(r.Allow)))
-		for _, a := range r.Allow {
-			buf = appendString(buf, a)
-		}
-		buf = appendClicks(buf, r.Clicks)
+		buf = appendCard(buf, r.Card)
+		buf = appendAllowAndClicks(buf, r)
 	}
 	return sealFrame(buf, start)
+}
+
+// appendPutFrame appends the frame that puts a record under id from its
+// card and its meta chunk (recordMeta in table.go), which is the frame's
+// record without the card.
+func appendPutFrame(buf []byte, id, card, meta []byte) []byte {
+	_, k := binary.Varint(meta) // updated
+	start := len(buf)
+	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0, opPut)
+	buf = appendString(buf, id)
+	buf = append(buf, meta[:k]...)
+	buf = appendCard(buf, card)
+	buf = append(buf, meta[k:]...)
+	return sealFrame(buf, start)
+}
+
+func appendCard(buf, card []byte) []byte {
+	if card == nil {
+		return binary.AppendUvarint(buf, 0)
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(card))+1)
+	return append(buf, card...)
+}
+
+func appendAllowAndClicks(buf []byte, r *Record) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(r.Allow)))
+	for _, a := range r.Allow {
+		buf = appendString(buf, a)
+	}
+	return appendClicks(buf, r.Clicks)
 }
 
 // appendStateFrame appends the frame that gives the record under id the
@@ -726,7 +732,7 @@ func sealFrame(buf []byte, start int) []byte {
 	return buf
 }
 
-func appendString(buf []byte, s string) []byte {
+func appendString[T string | []byte](buf []byte, s T) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(s)))
 	return append(buf, s...)
 }
@@ -820,9 +826,9 @@ func (r *frameReader) fail() {
 	r.b = nil
 }
 
-// applyFrame decodes a payload and applies it to recs. Cards are copied
-// into exactly sized memory: the payload buffer is reused.
-func applyFrame(payload []byte, recs map[string]*Record) error {
+// applyFrame decodes a payload and applies it to recs, which copies what
+// it keeps: the payload buffer is reused.
+func applyFrame(payload []byte, recs *table) error {
 	r := &frameReader{b: payload}
 	op := r.byte()
 	id := r.string()
@@ -831,7 +837,7 @@ func applyFrame(payload []byte, recs map[string]*Record) error {
 	}
 	switch op {
 	case opDelete:
-		delete(recs, id)
+		recs.delete(id)
 		return nil
 	case opPut, opState:
 	default:
@@ -839,14 +845,12 @@ func applyFrame(payload []byte, recs map[string]*Record) error {
 	}
 	rec := &Record{Updated: timeOf(r.varint())}
 	if op == opState {
-		if cur := recs[id]; cur != nil {
+		if cur := recs.get(id); cur != nil {
 			rec.Card, rec.Allow = cur.Card, cur.Allow
 		}
 	} else {
 		if n := r.uvarint(); n > 0 {
-			if b := r.bytes(n - 1); b != nil {
-				rec.Card = append(make([]byte, 0, len(b)), b...)
-			}
+			rec.Card = r.bytes(n - 1)
 		}
 		if n := r.count(); n > 0 {
 			rec.Allow = make([]string, n)
@@ -875,6 +879,6 @@ func applyFrame(payload []byte, recs map[string]*Record) error {
 	if len(r.b) != 0 {
 		return errors.New("frame has trailing bytes")
 	}
-	recs[id] = rec
+	recs.put(id, rec)
 	return nil
 }

@@ -125,17 +125,17 @@ type Store interface {
 // memStore is the in-memory Store: fast, and forgets everything on exit.
 type memStore struct {
 	mu     sync.RWMutex
-	recs   map[string]*Record
+	recs   *table
 	closed bool
 }
 
-func newMemStore() *memStore { return &memStore{recs: make(map[string]*Record)} }
+func newMemStore() *memStore { return &memStore{recs: newTable()} }
 
 func (s *memStore) Get(id string) (*Record, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	r, ok := s.recs[id]
-	return r, ok
+	r := s.recs.get(id)
+	return r, r != nil
 }
 
 func (s *memStore) Update(id string, fn func(*Record) *Record) error {
@@ -144,10 +144,10 @@ func (s *memStore) Update(id string, fn func(*Record) *Record) error {
 	if s.closed {
 		return errStoreClosed
 	}
-	if r := fn(s.recs[id]); r != nil {
-		s.recs[id] = r
+	if r := fn(s.recs.get(id)); r != nil {
+		s.recs.put(id, r)
 	} else {
-		delete(s.recs, id)
+		s.recs.delete(id)
 	}
 	return nil
 }
@@ -157,7 +157,7 @@ func (s *memStore) UpdateNoWait(id string, fn func(*Record) *Record) error { ret
 func (s *memStore) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.recs)
+	return s.recs.len()
 }
 
 func (s *memStore) Close() error {

@@ -58,10 +58,7 @@ func BenchmarkFileStorePut(b *testing.B) {
 // memory the store then holds against the raw card bytes (heap/raw, and
 // rss/raw from the process's resident set, peak included).
 func BenchmarkFileStoreReplay(b *testing.B) {
-	n := 1_000_000
-	if v, err := strconv.Atoi(os.Getenv("CARDCALLBACK_BENCH_CARDS")); err == nil {
-		n = v
-	}
+	n := benchCards(1_000_000)
 	path := filepath.Join(b.TempDir(), "cards.db")
 	raw := writeCards(b, path, n)
 	b.ReportAllocs()
@@ -90,6 +87,15 @@ func BenchmarkFileStoreReplay(b *testing.B) {
 		b.ReportMetric(float64(peak-rss0)/float64(raw), "peakrss/raw")
 		s.Close()
 	}
+}
+
+// benchCards is how many cards a benchmark stores: CARDCALLBACK_BENCH_CARDS,
+// else n.
+func benchCards(n int) int {
+	if v, err := strconv.Atoi(os.Getenv("CARDCALLBACK_BENCH_CARDS")); err == nil {
+		return v
+	}
+	return n
 }
 
 // writeCards writes n cards as a data file directly and returns the raw

@@ -63,11 +63,7 @@ func sameRecords(t testing.TB, got, want map[string]*Record) {
 func snapshot(s *fileStore) map[string]*Record {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make(map[string]*Record, len(s.recs))
-	for k, v := range s.recs {
-		out[k] = v
-	}
-	return out
+	return tableRecords(s.recs)
 }
 
 // fillStore writes a mix of records, states and deletes.
@@ -378,15 +374,14 @@ func TestFrameDecodeRejectsGarbage(t *testing.T) {
 	good := appendFrame(nil, "om_1", &Record{Card: []byte(`{}`), Allow: []string{"a"},
 		Clicks: []ClickState{{Key: ClickKey{"t", "i"}, Status: StatusDone}}})[8:]
 	for i := range len(good) {
-		recs := map[string]*Record{}
-		if applyFrame(good[:i], recs) == nil {
+		if applyFrame(good[:i], newTable()) == nil {
 			t.Errorf("a payload cut at %d of %d decoded", i, len(good))
 		}
 	}
-	if err := applyFrame(append(append([]byte{}, good...), 0), map[string]*Record{}); err == nil {
+	if err := applyFrame(append(append([]byte{}, good...), 0), newTable()); err == nil {
 		t.Error("trailing bytes decoded")
 	}
-	if err := applyFrame([]byte{9, 1, 'x'}, map[string]*Record{}); err == nil {
+	if err := applyFrame([]byte{9, 1, 'x'}, newTable()); err == nil {
 		t.Error("an unknown operation decoded")
 	}
 }
@@ -432,12 +427,12 @@ func TestFileStoreUpdateNoWait(t *testing.T) {
 	s.fileMu.Lock()
 	data, _ := os.ReadFile(path)
 	s.fileMu.Unlock()
-	recs := map[string]*Record{}
+	recs := newTable()
 	f, _ := os.Open(path)
 	replay(f, int64(len(data)), recs)
 	f.Close()
-	if recs["om_1"] == nil || recs["om_2"] == nil {
-		t.Errorf("on disk after the waiting write: %v, want both records", recs)
+	if recs.get("om_1") == nil || recs.get("om_2") == nil {
+		t.Errorf("on disk after the waiting write: %v, want both records", tableRecords(recs))
 	}
 	if err := s.UpdateNoWait("om_3", func(cur *Record) *Record { return cur.withCard([]byte(`{}`), nil, nil, time.Now()) }); err != nil {
 		t.Fatal(err)
