@@ -162,11 +162,46 @@ func (l *lineWriter) str(s string) {
 		l.b = append(l.b, '"')
 		l.b = appendJSONEscaped(l.b, s)
 		l.b = append(l.b, '"')
-	case textNeedsQuoting(s):
-		l.b = strconv.AppendQuote(l.b, s)
-	default:
+	case !textNeedsQuoting(s):
 		l.b = append(l.b, s...)
+	case plainRun(&quotesAsIs, s) == len(s):
+		// What strconv.Quote makes of printable ASCII with no quote or
+		// backslash, as most messages are: the text between quotes.
+		l.b = append(l.b, '"')
+		l.b = append(l.b, s...)
+		l.b = append(l.b, '"')
+	default:
+		l.b = strconv.AppendQuote(l.b, s)
 	}
+}
+
+// Bytes that the text and JSON formats write as they are, looked up
+// rather than tested: every value and key of every line is scanned.
+var (
+	// textAsIs: ASCII that slog leaves unquoted in a text value.
+	textAsIs = byteSet(func(c byte) bool { return c == '\\' || c != ' ' && c != '=' && jsonSafe(c) })
+	// jsonAsIs: ASCII that stands for itself in a JSON string.
+	jsonAsIs = byteSet(jsonSafe)
+	// quotesAsIs: ASCII that strconv.Quote copies without an escape.
+	quotesAsIs = byteSet(func(c byte) bool { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' })
+)
+
+// byteSet is the set of ASCII bytes for which in holds; bytes from 0x80 up
+// are never in it.
+func byteSet(in func(byte) bool) (set [256]bool) {
+	for c := range utf8.RuneSelf {
+		set[c] = in(byte(c))
+	}
+	return set
+}
+
+// plainRun returns the length of the longest prefix of s made of bytes in set.
+func plainRun(set *[256]bool, s string) int {
+	i := 0
+	for i < len(s) && set[s[i]] {
+		i++
+	}
+	return i
 }
 
 // appendRFC3339Millis is slog's text time: RFC 3339 with exactly three
@@ -192,14 +227,9 @@ func textNeedsQuoting(s string) bool {
 	if s == "" {
 		return true
 	}
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c != '\\' && (c == ' ' || c == '=' || !jsonSafe(c)) {
-				return true
-			}
-			i++
-			continue
+	for i := plainRun(&textAsIs, s); i < len(s); i += plainRun(&textAsIs, s[i:]) {
+		if s[i] < utf8.RuneSelf {
+			return true
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError || unicode.IsSpace(r) || !unicode.IsPrint(r) {
@@ -216,13 +246,9 @@ func textNeedsQuoting(s string) bool {
 func appendJSONEscaped(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	start := 0
-	for i := 0; i < len(s); {
+	for i := plainRun(&jsonAsIs, s); i < len(s); i += plainRun(&jsonAsIs, s[i:]) {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if jsonSafe(c) {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '\\', '"':
