@@ -119,29 +119,55 @@ type callbackHandler struct {
 
 // serve answers the callback r; ctx is r's context with the request id
 // (see newServer).
-func (h callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *http.Request) {
-	log, m := h.log, h.m
-	start := time.Now()
-	c, rep, err := serveCallback(ctx, w, r, h.v, h.rn, start)
+func (h *callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	a := &callbackAnswer{h: h, ctx: ctx, w: w, start: time.Now()}
+	rep, err := serveCallback(ctx, w, r, h.v, h.rn, a)
 	if err != nil {
 		outcome := OutcomeBadRequest
 		if errors.Is(err, errUnauthorized) {
 			outcome = OutcomeRejected
 		}
-		log.WarnContext(ctx, "callback refused", "outcome", outcome, "err", err, "duration", time.Since(start))
-		writeError(w, log, r.WithContext(ctx), err)
-		m.callbacks.inc("unknown", string(outcome))
-		m.answer.observe(time.Since(start))
+		h.log.WarnContext(ctx, "callback refused", "outcome", outcome, "err", err, "duration", time.Since(a.start))
+		writeError(w, h.log, r.WithContext(ctx), err)
+		h.m.callbacks.inc("unknown", string(outcome))
+		h.m.answer.observe(time.Since(a.start))
 		return
 	}
+	if !rep.sent {
+		a.write(rep)
+	}
+}
+
+// callbackAnswer is the answer to one callback, which arrived at start:
+// the runner may send it from another goroutine (see runner.click).
+type callbackAnswer struct {
+	h     *callbackHandler
+	ctx   context.Context
+	w     http.ResponseWriter
+	c     Click // the click, once decoded
+	start time.Time
+}
+
+// send is the in-progress answer of a first click whose logic outlasts
+// the budget, sent from the budget's timer while the logic goes on on the
+// handler's goroutine: the connection is closed after it, since the
+// handler returns only when the logic ends.
+func (a *callbackAnswer) send(rep reply) {
+	a.w.Header()["Connection"] = []string{"close"}
+	a.write(rep)
+}
+
+// write writes the reply, counts it and logs it.
+func (a *callbackAnswer) write(rep reply) {
+	h, w := a.h, a.w
 	writeBody(w, http.StatusOK, rep.body)
 	end := time.Now()
-	m.answer.observe(end.Sub(start))
-	gen := c.Generation.String()
+	h.m.answer.observe(end.Sub(a.start))
+	gen := a.c.Generation.String()
 	if rep.outcome == OutcomeChallenge {
 		gen = "none"
 	}
-	m.callbacks.inc(gen, string(rep.outcome))
+	h.m.callbacks.inc(gen, string(rep.outcome))
 	if rep.written != nil {
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
@@ -149,19 +175,20 @@ func (h callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *ht
 		rep.written()
 	}
 	if rep.outcome == OutcomeChallenge {
-		logAt(ctx, log, end, slog.LevelInfo, "url verification answered")
+		logAt(a.ctx, h.log, end, slog.LevelInfo, "url verification answered")
 		return
 	}
-	logCallback(ctx, log, c, rep, start, end)
+	logCallback(a.ctx, h.log, a.c, rep, a.start, end)
 }
 
-// serveCallback reads, verifies and acts on one callback.
-func serveCallback(ctx context.Context, w http.ResponseWriter, r *http.Request, v *verifier, rn *runner, start time.Time) (Click, reply, error) {
+// serveCallback reads, verifies and acts on one callback, leaving the
+// click, if it is one, in a.
+func serveCallback(ctx context.Context, w http.ResponseWriter, r *http.Request, v *verifier, rn *runner, a *callbackAnswer) (reply, error) {
 	bp := bodyPool.Get().(*[]byte)
 	defer bodyPool.Put(bp)
 	body, err := readBodyInto(w, r, *bp)
 	if err != nil {
-		return Click{}, reply{}, err
+		return reply{}, err
 	}
 	if cap(body) <= 64<<10 {
 		*bp = body[:0]
@@ -170,16 +197,15 @@ func serveCallback(ctx context.Context, w http.ResponseWriter, r *http.Request, 
 	defer func() { *in = inbound{}; inbounds.Put(in) }()
 	k, err := v.open(signedFrom(r.Header), body, in)
 	if err != nil {
-		return Click{}, reply{}, err
+		return reply{}, err
 	}
 	if k == kindChallenge {
-		return Click{}, reply{body: challengeAnswer(in.Challenge), outcome: OutcomeChallenge}, nil
+		return reply{body: challengeAnswer(in.Challenge), outcome: OutcomeChallenge}, nil
 	}
-	c, err := in.click(k)
-	if err != nil {
-		return Click{}, reply{}, fmt.Errorf("%w: %v", errBadRequest, err)
+	if a.c, err = in.click(k); err != nil {
+		return reply{}, fmt.Errorf("%w: %v", errBadRequest, err)
 	}
-	return c, rn.click(ctx, c, start), nil
+	return rn.click(ctx, a.c, a.start, a), nil
 }
 
 // inbounds holds decoded callbacks for reuse; what a Click takes from one

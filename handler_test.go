@@ -48,9 +48,11 @@ type testEnv struct {
 	runner  *runner
 	handler http.Handler
 	signer  *signer // signs and encrypts like the platform, with cfg's secrets
-	logs    *syncBuffer
-	sink    *logSink
-	metrics *metrics
+	// handlers counts the handlers still running (see serve).
+	handlers sync.WaitGroup
+	logs     *syncBuffer
+	sink     *logSink
+	metrics  *metrics
 	// bodiesMayHoldSecrets turns off the check that no secret reaches the
 	// logs, for fuzzed bodies that may copy a secret into a field the log
 	// line shows (an open_id).
@@ -105,6 +107,7 @@ func newEnvWith(t *testing.T, cfg *config, st Store, logic Logic, fc *feishuClie
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		rn.shutdown(ctx)
+		e.handlers.Wait()
 		sink.Flush()
 		if e.bodiesMayHoldSecrets {
 			return
@@ -135,9 +138,51 @@ func (e *testEnv) do(method, path string, body []byte, h http.Header) *httptest.
 	if req.Header.Get("Authorization") == "" && !strings.HasPrefix(path, e.cfg.path) {
 		req.Header.Set("Authorization", "Bearer "+testAdmin)
 	}
-	rec := httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, req)
-	return rec
+	return e.serve(req, nil)
+}
+
+// serve hands req to the handler and returns the answer once it is
+// written: when the handler returns, or when it flushes an answer before
+// that, as a first click whose logic outlasts the budget does while the
+// logic goes on on the handler's goroutine. onWrite, if not nil, is called
+// after every write of the answer. The test's cleanup waits for the
+// handlers still running.
+func (e *testEnv) serve(req *http.Request, onWrite func()) *httptest.ResponseRecorder {
+	rec := &liveRecorder{ResponseRecorder: httptest.NewRecorder(), onWrite: onWrite, flushed: make(chan struct{})}
+	returned := make(chan struct{})
+	e.handlers.Add(1)
+	go func() {
+		defer e.handlers.Done()
+		defer close(returned)
+		e.handler.ServeHTTP(rec, req)
+	}()
+	select {
+	case <-returned:
+	case <-rec.flushed:
+	}
+	return rec.ResponseRecorder
+}
+
+// liveRecorder is a ResponseRecorder that tells when it is flushed and,
+// through onWrite, when it is written to.
+type liveRecorder struct {
+	*httptest.ResponseRecorder
+	onWrite func()
+	once    sync.Once
+	flushed chan struct{}
+}
+
+func (r *liveRecorder) Write(p []byte) (int, error) {
+	n, err := r.ResponseRecorder.Write(p)
+	if r.onWrite != nil {
+		r.onWrite()
+	}
+	return n, err
+}
+
+func (r *liveRecorder) Flush() {
+	r.ResponseRecorder.Flush()
+	r.once.Do(func() { close(r.flushed) })
 }
 
 // testClick is a click on the publish button of msg by ou_op.

@@ -27,19 +27,23 @@ const (
 
 // reply is the runner's answer to one click: the body to send and, for an
 // in-progress answer, a function the handler must call once the body was
-// written, so that the final card is pushed strictly after it (PROTOCOL §7).
+// written and flushed, so that the final card is pushed strictly after it
+// (PROTOCOL §7).
 type reply struct {
 	body    answerBody
 	outcome Outcome
 	reason  string // why the logic failed, for the log
 	written func()
+	// sent: the reply was already sent, in progress, through the send
+	// function click was given; there is nothing left to write.
+	sent bool
 }
 
-// runner makes each button act exactly once: it runs the logic for the
-// first click of a key, lets concurrent clicks of the same key wait for
-// that outcome, answers later clicks from the recorded state, and, when the
-// logic outlasts the answer budget, answers "in progress" and pushes the
-// final card through the delayed-update API.
+// runner makes each button act exactly once: the first click of a key runs
+// the logic, concurrent clicks of the same key wait for that outcome, later
+// clicks are answered from the recorded state, and when the logic outlasts
+// the answer budget the click is answered "in progress" and the final card
+// is pushed through the delayed-update API.
 type runner struct {
 	store         Store
 	logic         Logic
@@ -55,17 +59,11 @@ type runner struct {
 	// errInterrupted as the cause.
 	bg   context.Context
 	stop context.CancelCauseFunc
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // running logic and pushes
 
 	mu      sync.Mutex
 	flights map[flightKey]*flight
-
-	// work hands a flight to an idle worker (see start).
-	work chan *flight
 }
-
-// workerIdle is how long a worker waits for another flight before it ends.
-const workerIdle = 10 * time.Second
 
 // cardPusher is the delayed-update API (PROTOCOL §7), implemented by the
 // Feishu client.
@@ -98,6 +96,9 @@ type flight struct {
 	err      error  // the logic's outcome
 	card     []byte // the done card on success
 	late     []lateClick
+	// ownAnswered is set when the click running the logic was answered in
+	// progress, and closed once that answer is written.
+	ownAnswered chan struct{}
 }
 
 // lateClick is a click that was answered "in progress" and is owed the
@@ -124,13 +125,22 @@ func newRunner(st Store, logic Logic, log *slog.Logger, cfg runnerConfig, p card
 	return &runner{
 		store: st, logic: logic, log: log, pusher: p, now: time.Now, metrics: cfg.metrics,
 		allow: cfg.allow, respondWithin: cfg.respondWithin, logicTimeout: cfg.logicTimeout,
-		bg: bg, stop: stop, flights: make(map[flightKey]*flight), work: make(chan *flight),
+		bg: bg, stop: stop, flights: make(map[flightKey]*flight),
 	}
 }
 
+// sender sends a click's reply from another goroutine than the click's.
+type sender interface{ send(reply) }
+
 // click handles one verified click. start is when the request arrived; the
 // answer budget counts from then.
-func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
+//
+// The first click of a key runs the logic on the caller's goroutine: a
+// hand-off to another goroutine and back was a measurable share of a first
+// click. If the logic outlasts the budget, s is sent the in-progress reply
+// from another goroutine, and click returns, once the logic has ended, a
+// reply that says it was sent.
+func (r *runner) click(ctx context.Context, c Click, start time.Time, s sender) reply {
 	if !c.IsPublish() {
 		return reply{body: answerBody{head: emptyAnswer}, outcome: OutcomeIgnored}
 	}
@@ -145,21 +155,24 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 			"message_id", c.MessageID, "open_id", c.OpenID, "user_id", c.UserID, "union_id", c.UnionID)
 		return reply{body: answer(c.Generation, &toastNotAllowed, nil), outcome: OutcomeUnauthorized}
 	}
-	f := r.flights[fk]
-	if f == nil {
-		if st, ok := rec.Click(fk.ClickKey); ok && st.Status == StatusDone {
-			r.mu.Unlock()
-			return r.repeat(c, rec)
-		}
-		f = &flight{key: fk, click: c, reqID: requestID(ctx), done: make(chan struct{})}
-		r.flights[fk] = f
-		r.wg.Add(1)
+	if f := r.flights[fk]; f != nil {
 		r.mu.Unlock()
-		r.start(f)
-	} else {
-		r.mu.Unlock()
+		return r.wait(ctx, c, start, rec, f)
 	}
+	if st, ok := rec.Click(fk.ClickKey); ok && st.Status == StatusDone {
+		r.mu.Unlock()
+		return r.repeat(c, rec)
+	}
+	f := &flight{key: fk, click: c, reqID: requestID(ctx), done: make(chan struct{})}
+	r.flights[fk] = f
+	r.wg.Add(1)
+	r.mu.Unlock()
+	return r.run(ctx, f, rec, start, s)
+}
 
+// wait answers a click whose key another click's logic is running for:
+// with that outcome if it comes within the budget, else in progress.
+func (r *runner) wait(ctx context.Context, c Click, start time.Time, rec *Record, f *flight) reply {
 	timer := timers.Get().(*time.Timer)
 	timer.Reset(time.Until(start.Add(r.respondWithin)))
 	defer func() { timer.Stop(); timers.Put(timer) }()
@@ -169,16 +182,31 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time) reply {
 	case <-timer.C:
 	case <-ctx.Done():
 	}
-
-	f.mu.Lock()
-	if f.finished {
-		f.mu.Unlock()
+	lc, ok := f.addLate(c, start, false)
+	if !ok {
 		return r.finalReply(c, f)
+	}
+	return r.progressReply(c, rec, lc)
+}
+
+// addLate records c as owed the final card, unless the outcome is known;
+// own says c is the click running the logic.
+func (f *flight) addLate(c Click, start time.Time, own bool) (lateClick, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.finished {
+		return lateClick{}, false
 	}
 	lc := lateClick{token: c.Token, openID: c.OpenID, expires: start.Add(updateTokenLife), answered: make(chan struct{})}
 	f.late = append(f.late, lc)
-	f.mu.Unlock()
+	if own {
+		f.ownAnswered = lc.answered
+	}
+	return lc, true
+}
 
+// progressReply is the in-progress answer of a click owed the final card.
+func (r *runner) progressReply(c Click, rec *Record, lc lateClick) reply {
 	var card []byte
 	if rec != nil {
 		card = rec.Card
@@ -203,6 +231,78 @@ var timers = sync.Pool{New: func() any {
 	t.Stop()
 	return t
 }}
+
+// run runs f's logic for its first click, on the caller's goroutine, with a
+// budget that sends the click its in-progress answer if the logic outlasts
+// it.
+func (r *runner) run(ctx context.Context, f *flight, rec *Record, start time.Time, s sender) reply {
+	defer r.wg.Done()
+	b := budgets.Get().(*budget)
+	b.r, b.f, b.rec, b.start, b.to = r, f, rec, start, s
+	b.t.Reset(time.Until(start.Add(r.respondWithin)))
+	out := r.execute(f)
+	if b.t.Stop() {
+		*b = budget{t: b.t}
+		budgets.Put(b)
+	} // else its expire has begun: it is not reused.
+
+	f.mu.Lock()
+	own := f.ownAnswered // set by expire, which ran before execute's end if at all
+	f.mu.Unlock()
+	c, late := f.click, out.late
+	rep := r.finalReply(c, f)
+	if own == nil && ctx.Err() != nil {
+		// The platform gave up waiting on this click, or its connection
+		// broke: push the outcome too, once the answer was tried, so that
+		// the card shows it.
+		lc := lateClick{token: c.Token, openID: c.OpenID, expires: start.Add(updateTokenLife), answered: make(chan struct{})}
+		late = append(late, lc)
+		rep.written = func() { close(lc.answered) }
+	}
+	if len(late) > 0 {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			card := out.card()
+			r.pushAll(contextWithRequestID(r.bg, f.reqID), f.key.msg, card, late, isExclusive(card))
+		}()
+	}
+	if own != nil {
+		<-own // the in-progress answer is written
+		return reply{sent: true, outcome: OutcomeInProgress}
+	}
+	return rep
+}
+
+// budget is the answer budget of a click running the logic: a timer whose
+// function sends the in-progress answer. Budgets are reused when their
+// timer was stopped before it fired, which is every click whose logic
+// ends in time.
+type budget struct {
+	t     *time.Timer
+	r     *runner
+	f     *flight
+	rec   *Record
+	start time.Time
+	to    sender
+}
+
+var budgets = sync.Pool{New: func() any {
+	b := new(budget)
+	b.t = time.AfterFunc(time.Hour, b.expire)
+	b.t.Stop()
+	return b
+}}
+
+// expire answers the running click in progress, unless its logic has just
+// ended.
+func (b *budget) expire() {
+	f := b.f
+	lc, ok := f.addLate(f.click, b.start, true)
+	if ok {
+		b.to.send(b.r.progressReply(f.click, b.rec, lc))
+	}
+}
 
 // allowed applies the card's allow list, else the global one.
 func (r *runner) allowed(rec *Record, c Click) bool {
@@ -238,41 +338,26 @@ func (r *runner) finalReply(c Click, f *flight) reply {
 	return reply{body: answer(c.Generation, &toastDone, f.card), outcome: OutcomeSuccess}
 }
 
-// start runs a flight on an idle worker, or on a new one when none is
-// idle. Workers outlive their flight: a first click then costs neither a
-// new goroutine nor growing its stack to what the logic and its logging
-// need, which together were a measurable share of a first click.
-func (r *runner) start(f *flight) {
-	select {
-	case r.work <- f:
-	default:
-		go r.worker(f)
-	}
+// outcome is what a run of the logic left to do.
+type outcome struct {
+	late     []lateClick // answered in progress: owed the final card
+	failed   bool
+	done     []byte // the done card, on success
+	original []byte // the card the logic ran for, for the failed card
+	reason   string
 }
 
-// worker executes f, then the flights handed to it, until it has been idle
-// for workerIdle or the runner stops.
-func (r *runner) worker(f *flight) {
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	for {
-		r.execute(f)
-		idle.Reset(workerIdle)
-		select {
-		case f = <-r.work:
-		case <-idle.C:
-			return
-		case <-r.bg.Done():
-			return
-		}
+// card is the final card to push.
+func (o outcome) card() []byte {
+	if o.failed {
+		return renderFailed(o.original, o.reason)
 	}
+	return o.done
 }
 
-// execute runs the logic for a flight, records the outcome, releases the
-// waiters and pushes the final card to the clicks that were answered
-// "in progress".
-func (r *runner) execute(f *flight) {
-	defer r.wg.Done()
+// execute runs the logic for a flight, records the outcome and releases
+// the waiters.
+func (r *runner) execute(f *flight) outcome {
 	fk, c := f.key, f.click
 	// The logic's context, and the one its outcome is logged with: the
 	// runner's, carrying the click's request id.
@@ -294,26 +379,27 @@ func (r *runner) execute(f *flight) {
 		r.metrics.logic.observe(st.Finished.Sub(started))
 	}
 
-	var final, original []byte
+	var out outcome
 	if err == nil {
 		st.Status = StatusDone
 	} else {
 		st.Status, st.Reason = StatusFailed, truncateReason(err.Error())
 		err = errors.New(st.Reason)
+		out.failed, out.reason = true, st.Reason
 	}
 	werr := r.store.Update(fk.msg, func(cur *Record) *Record {
-		final, original = nil, nil
+		out.done, out.original = nil, nil
 		if cur != nil {
-			original = cur.Card
+			out.original = cur.Card
 		}
 		if st.Status == StatusDone {
 			if cur != nil && cur.Done != nil {
-				final = cur.Done
+				out.done = cur.Done
 			} else {
-				final = renderDone(original)
+				out.done = renderDone(out.original)
 			}
 		}
-		return cur.withClick(st, final, st.Finished)
+		return cur.withClick(st, out.done, st.Finished)
 	})
 	if werr != nil {
 		r.log.ErrorContext(ctx, "cannot record the outcome of a click; a later click may run the logic again",
@@ -323,22 +409,17 @@ func (r *runner) execute(f *flight) {
 	r.mu.Lock()
 	delete(r.flights, fk)
 	f.mu.Lock()
-	f.err, f.card, f.finished = err, final, true
-	late := f.late
+	f.err, f.card, f.finished = err, out.done, true
+	out.late = f.late
 	f.mu.Unlock()
 	close(f.done)
 	r.mu.Unlock()
 
-	if len(late) == 0 {
-		return // the callback's own log line tells the outcome
+	if len(out.late) > 0 {
+		r.log.InfoContext(ctx, "logic finished after the answer budget", "message_id", fk.msg, "button_type", fk.ButtonType, "button_id", fk.ButtonID,
+			"open_id", c.OpenID, "status", st.Status, "reason", st.Reason, "duration", st.Finished.Sub(started))
 	}
-	r.log.InfoContext(ctx, "logic finished after the answer budget", "message_id", fk.msg, "button_type", fk.ButtonType, "button_id", fk.ButtonID,
-		"open_id", c.OpenID, "status", st.Status, "reason", st.Reason, "duration", st.Finished.Sub(started))
-	push := final
-	if err != nil {
-		push = renderFailed(original, st.Reason)
-	}
-	r.pushAll(ctx, fk.msg, push, late, isExclusive(push))
+	return out
 }
 
 // pushAll sends the final card to the clicks answered "in progress". A

@@ -39,18 +39,6 @@ func (g *gateLogic) logic(ctx context.Context, c Click) error {
 	}
 }
 
-// hookedRecorder tells the fake platform when the answer was written.
-type hookedRecorder struct {
-	*httptest.ResponseRecorder
-	onWrite func()
-}
-
-func (h *hookedRecorder) Write(p []byte) (int, error) {
-	n, err := h.ResponseRecorder.Write(p)
-	h.onWrite()
-	return n, err
-}
-
 // platformClick sends a click as the platform does and tells the fake
 // platform once its answer is written.
 func (e *testEnv) platformClick(f *fakeFeishu, g Generation, c Click) *httptest.ResponseRecorder {
@@ -58,9 +46,7 @@ func (e *testEnv) platformClick(f *fakeFeishu, g Generation, c Click) *httptest.
 	pr := e.request(g, c)
 	req := httptest.NewRequest("POST", e.cfg.path, bytes.NewReader(pr.Body))
 	req.Header = pr.Header
-	rec := &hookedRecorder{httptest.NewRecorder(), func() { f.markAnswered(c.Token) }}
-	e.handler.ServeHTTP(rec, req)
-	return rec.ResponseRecorder
+	return e.serve(req, func() { f.markAnswered(c.Token) })
 }
 
 func fastBudget(c *config) { c.respondWithin = time.Millisecond }
@@ -412,9 +398,84 @@ func TestSlowExecInProgressThenPush(t *testing.T) {
 	wantAnswer(t, Legacy, e.click(Legacy, testClick("om_1")), done, nil)
 }
 
+// TestInProgressAnswerClosesItsConnection: a first click's logic runs on
+// its handler's goroutine, so the connection that carried it stays busy
+// until the logic ends. Its in-progress answer must close it, or the
+// platform's next request on it would wait for the release.
+func TestInProgressAnswerClosesItsConnection(t *testing.T) {
+	g := newGate()
+	e := newEnv(t, g.logic, fastBudget)
+	card := []byte(`{"elements":[]}`)
+	e.putCard("om_1", card, "")
+	prog, _ := progressCard(card)
+	srv := httptest.NewServer(e.handler)
+	defer srv.Close()
+	defer close(g.release)                   // before srv.Close, which waits for the handler
+	hc := &http.Client{Timeout: time.Minute} // a safety net: a reused connection would block
+	post := func() (*http.Response, []byte) {
+		t.Helper()
+		r := e.request(Legacy, testClick("om_1"))
+		req, _ := http.NewRequest("POST", srv.URL+e.cfg.path, bytes.NewReader(r.Body))
+		req.Header = r.Header
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("the click was not answered: %v", err)
+		}
+		defer resp.Body.Close()
+		var body bytes.Buffer
+		body.ReadFrom(resp.Body)
+		return resp, body.Bytes()
+	}
+
+	resp, body := post()
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("got %d, Connection %q; want 200 and the connection closed", resp.StatusCode, resp.Header.Get("Connection"))
+	}
+	sameJSON(t, body, prog)
+	<-g.started
+	// The same client clicks again while the logic runs: it waits the
+	// budget on a fresh connection and is answered in progress too.
+	resp, body = post()
+	if resp.StatusCode != 200 {
+		t.Errorf("second click: got %d, want 200", resp.StatusCode)
+	}
+	sameJSON(t, body, prog)
+	if n := g.n.Load(); n != 1 {
+		t.Errorf("the logic ran %d times, want once", n)
+	}
+}
+
+// TestClickWhoseConnectionBrokeIsPushed: the logic of a first click goes
+// on when the platform stops waiting for its answer (its request's context
+// ends); the outcome reaches the card through the delayed update.
+func TestClickWhoseConnectionBrokeIsPushed(t *testing.T) {
+	f := newFakeFeishu(t)
+	g := newGate()
+	e := newEnvWith(t, baseConfig(), newMemStore(), g.logic, f.client())
+	card := readFixture(t, "card_v1_i18n.json")
+	e.putCard("om_1", card, "")
+	pr := e.request(Legacy, testClick("om_1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequestWithContext(ctx, "POST", e.cfg.path, bytes.NewReader(pr.Body))
+	req.Header = pr.Header
+	answered := make(chan *httptest.ResponseRecorder)
+	go func() { answered <- e.serve(req, func() { f.markAnswered("c-tok") }) }()
+	<-g.started
+	cancel()
+	close(g.release)
+	done, _ := doneCard(card)
+	wantAnswer(t, Legacy, <-answered, done, nil)
+	u := f.waitUpdate(t)
+	sameJSON(t, u.Card, done)
+	if u.Token != "c-tok" {
+		t.Errorf("pushed with token %q, want the click's c-tok", u.Token)
+	}
+}
+
 func TestSlowLogicDoesNotHoldUpOtherButtons(t *testing.T) {
-	// Logic runs on kept workers; one busy with a slow release must not
-	// keep another message's click waiting.
+	// Each first click runs its logic on its own handler's goroutine; one
+	// busy with a slow release must not keep another message's click
+	// waiting.
 	slow := newGate()
 	var fast countingLogic
 	e := newEnv(t, func(ctx context.Context, c Click) error {
