@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 )
 
@@ -133,7 +132,13 @@ func (e *sealed) UnmarshalJSON(b []byte) error {
 type wireAction struct {
 	Value json.RawMessage `json:"value"`
 	Tag   string          `json:"tag"`
+	// button is what the decoder read of an object value, in the same
+	// pass (encoding/json leaves it empty).
+	button button
 }
+
+// button is the button_type and button_id of an action.value object.
+type button struct{ typ, id string }
 
 // Kinds of inbound body.
 type kind uint8
@@ -184,27 +189,14 @@ func (in *inbound) click(k kind) (Click, error) {
 		a = in.Action
 	}
 	c.Tag, c.Value = a.Tag, a.Value
-	if err := c.readValue(); err != nil {
-		return Click{}, err
-	}
+	// A string value, a missing value or a non-string button_type leave
+	// the button empty: such a click is not ours to act on, which is not
+	// an error.
+	c.ButtonType, c.ButtonID = a.button.typ, a.button.id
 	if c.IsPublish() && c.MessageID == "" {
 		return Click{}, errors.New("click has no open_message_id")
 	}
 	return c, nil
-}
-
-// readValue fills ButtonType and ButtonID from an object value. A string
-// value, a missing value or a non-string button_type leave them empty: such
-// a click is not ours to act on, which is not an error.
-func (c *Click) readValue() error {
-	if !isObject(c.Value) {
-		return nil
-	}
-	var err error
-	if c.ButtonType, c.ButtonID, err = decodeButton(c.Value); err != nil {
-		return fmt.Errorf("action.value: %w", err)
-	}
-	return nil
 }
 
 // Texts of the card states, by locale. A locale not listed uses "".

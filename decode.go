@@ -27,6 +27,9 @@ type scanner struct {
 	depth int
 	err   error
 	plain bool // the last string read has no escape and is all ASCII
+	// text is a copy of b, made when a string is first read: the strings
+	// of a decoded body share it, one allocation instead of one each.
+	text string
 }
 
 // syntaxError says where a body stops being JSON.
@@ -132,12 +135,17 @@ func (s *scanner) rawString() []byte {
 	start := s.i
 	s.plain = true
 	for s.i < len(s.b) {
-		// Eight bytes at a time past what needs no attention: the
-		// encrypted envelope is one string of kilobytes.
-		for s.i+8 <= len(s.b) && !special8(binary.LittleEndian.Uint64(s.b[s.i:])) {
-			s.i += 8
+		// Eight bytes at a time past what needs no attention (the
+		// encrypted envelope is one string of kilobytes), then a byte at
+		// a time up to what does.
+		b, i := s.b, s.i
+		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
 		}
-		if s.i >= len(s.b) {
+		for i < len(b) && jsonAsIs[b[i]] {
+			i++
+		}
+		if s.i = i; i >= len(b) {
 			break
 		}
 		c := s.b[s.i]
@@ -238,7 +246,14 @@ func (s *scanner) str(dst *string) {
 		}
 		return
 	}
-	*dst = string(raw)
+	if len(raw) == 0 {
+		*dst = ""
+		return
+	}
+	if s.text == "" {
+		s.text = string(s.b)
+	}
+	*dst = s.text[start+1 : s.i-1]
 }
 
 // sealed reads a string without copying it when it has no escape and is
@@ -359,8 +374,8 @@ func (s *scanner) end() error {
 }
 
 // decodeInbound decodes a callback body or decrypted envelope into in.
-// What it decodes is copied out of body, except in.Encrypt, which is only
-// read while body is.
+// What it decodes is copied out of body (its strings share one copy),
+// except in.Encrypt, which is only read while body is.
 func decodeInbound(body []byte, in *inbound) error {
 	if !isObject(body) {
 		return errNotObject
@@ -487,10 +502,17 @@ func decodeAction(s *scanner, a *wireAction) {
 	for first := true; s.more('}', &first); {
 		switch string(s.key()) {
 		case "value":
-			a.Value = nil
-			if v := s.raw(); v != nil {
+			a.Value, a.button = nil, button{}
+			s.ws()
+			start := s.i
+			if s.peek() == '{' {
+				a.button = s.button()
+			} else if s.skip(); string(s.b[start:s.i]) == "null" {
+				continue
+			}
+			if s.err == nil {
 				// Copied: the value outlives the body's buffer.
-				a.Value = append(json.RawMessage(nil), v...)
+				a.Value = append(json.RawMessage(nil), s.b[start:s.i]...)
 			}
 		case "tag":
 			s.str(&a.Tag)
@@ -500,28 +522,27 @@ func decodeAction(s *scanner, a *wireAction) {
 	}
 }
 
-// decodeButton reads button_type and button_id of an action.value object:
-// a string, or for button_id a number's literal text. Anything else leaves
+// button reads button_type and button_id of an action.value object: a
+// string, or for button_id a number's literal text. Anything else leaves
 // them empty: such a click is not ours to act on.
-func decodeButton(value []byte) (buttonType, buttonID string, err error) {
-	s := scanner{b: value}
+func (s *scanner) button() (b button) {
 	s.open('{')
 	for first := true; s.more('}', &first); {
 		switch string(s.key()) {
 		case "button_type":
 			// Stored with every click state: the usual value shares one copy.
 			if s.plainString(PublishButton) {
-				buttonType = PublishButton
+				b.typ = PublishButton
 			} else {
-				buttonType = s.textValue(false)
+				b.typ = s.textValue(false)
 			}
 		case "button_id":
-			buttonID = s.textValue(true)
+			b.id = s.textValue(true)
 		default:
 			s.skip()
 		}
 	}
-	return buttonType, buttonID, s.end()
+	return b
 }
 
 // plainString passes over the string value want, written without escapes,
