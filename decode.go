@@ -50,7 +50,7 @@ func (s *scanner) fail(msg string) {
 }
 
 func (s *scanner) ws() {
-	for s.i < len(s.b) {
+	for s.i < len(s.b) && s.b[s.i] <= ' ' {
 		switch s.b[s.i] {
 		case ' ', '\t', '\n', '\r':
 			s.i++

@@ -28,14 +28,23 @@ var (
 	errNoKey        = fmt.Errorf("%w: the body is encrypted but no Encrypt Key is configured (set FEISHU_ENCRYPT_KEY)", errBadRequest)
 )
 
-// signed holds what verification reads from the request headers. Header
-// names are matched case-insensitively by http.Header.
+// signed holds what verification reads from the request headers.
 type signed struct {
 	timestamp, nonce, signature string
 }
 
 func signedFrom(h http.Header) signed {
-	return signed{h.Get("X-Lark-Request-Timestamp"), h.Get("X-Lark-Request-Nonce"), h.Get("X-Lark-Signature")}
+	return signed{header(h, "X-Lark-Request-Timestamp"), header(h, "X-Lark-Request-Nonce"), header(h, "X-Lark-Signature")}
+}
+
+// header is h.Get for a key already in canonical form, without
+// canonicalizing it again on every request. Names are still matched
+// case-insensitively: net/http canonicalizes those it reads.
+func header(h http.Header, canonicalKey string) string {
+	if v := h[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // open verifies and decodes one callback body. The signature is checked over

@@ -38,9 +38,9 @@ func withRequestID(ids *requestIDs, next http.Handler) http.Handler {
 
 // tag returns r's id and echoes it in the answer.
 func (g *requestIDs) tag(w http.ResponseWriter, r *http.Request) string {
-	id := r.Header.Get("X-Request-Id")
+	id := header(r.Header, "X-Request-Id")
 	if !validRequestID(id) {
-		id = r.Header.Get("X-Tt-Logid")
+		id = header(r.Header, "X-Tt-Logid")
 	}
 	if !validRequestID(id) {
 		id = g.next()
