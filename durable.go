@@ -396,16 +396,10 @@ func (s *fileStore) apply(id string, fn func(*Record) *Record, sync bool) (*batc
 		s.mu.Unlock()
 		return nil, fmt.Errorf("the data file failed a write and takes no more until restart: %w", s.broken)
 	}
-	cur := s.recs.get(id)
-	r := fn(cur)
+	cur, r := s.recs.update(id, fn)
 	if r == nil && cur == nil {
 		s.mu.Unlock()
 		return nil, nil
-	}
-	if r != nil {
-		s.recs.put(id, r)
-	} else {
-		s.recs.delete(id)
 	}
 	if cur != nil && r != nil && bytes.Equal(cur.Card, r.Card) && slices.Equal(cur.Allow, r.Allow) {
 		s.pending = appendStateFrame(s.pending, id, r)

@@ -21,6 +21,8 @@ type logSink struct {
 	spare []byte
 	wmu   sync.Mutex // orders the batches on w
 	w     io.Writer
+
+	seconds secondCache // for the lines' times
 }
 
 const (

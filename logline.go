@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -57,7 +58,7 @@ func (h urgentHandler) writeLine(ctx context.Context, t time.Time, level slog.Le
 		return false
 	}
 	bp := lineBufs.Get().(*[]byte)
-	b, ok := appendLine((*bp)[:0], h.json, t, level, msg, attrs, requestID(ctx))
+	b, ok := appendLine((*bp)[:0], h.json, &h.sink.seconds, t, level, msg, attrs, requestID(ctx))
 	if ok {
 		h.sink.Write(b)
 		if level >= slog.LevelWarn {
@@ -73,8 +74,9 @@ func (h urgentHandler) writeLine(ctx context.Context, t time.Time, level slog.Le
 
 // appendLine appends what slog.NewTextHandler(w, nil), or with json
 // slog.NewJSONHandler(w, nil), writes for the record, with request_id last
-// when id is not empty, as urgentHandler adds it.
-func appendLine(b []byte, json bool, t time.Time, level slog.Level, msg string, attrs []slog.Attr, id string) ([]byte, bool) {
+// when id is not empty, as urgentHandler adds it. sec keeps the text of
+// the last second a line was written in.
+func appendLine(b []byte, json bool, sec *secondCache, t time.Time, level slog.Level, msg string, attrs []slog.Attr, id string) ([]byte, bool) {
 	for _, a := range attrs {
 		if a.Key == "" {
 			return b, false
@@ -91,12 +93,16 @@ func appendLine(b []byte, json bool, t time.Time, level slog.Level, msg string, 
 	}
 	if !t.IsZero() {
 		l.key("time")
+		var ok bool
 		if json {
 			l.b = append(l.b, '"')
-			l.b = t.AppendFormat(l.b, time.RFC3339Nano)
+			l.b, ok = sec.append(l.b, t, true)
 			l.b = append(l.b, '"')
 		} else {
-			l.b = appendRFC3339Millis(l.b, t)
+			l.b, ok = sec.append(l.b, t, false)
+		}
+		if !ok {
+			return b, false
 		}
 	}
 	l.key("level")
@@ -202,6 +208,58 @@ func plainRun(set *[256]bool, s string) int {
 		i++
 	}
 	return i
+}
+
+// secondCache holds the text of the second the last line was written
+// in: formatting a time was a good share of a line, and lines come many
+// to a second.
+type secondCache struct{ last atomic.Pointer[secondText] }
+
+// secondText is a second as RFC 3339 text, its fraction left out: the
+// date and time, then from zone on the offset.
+type secondText struct {
+	unix int64
+	loc  *time.Location
+	text string
+	zone int
+}
+
+// append appends t as slog writes it: RFC 3339 with three digits of
+// milliseconds in the text format, with nanoseconds and no trailing zeros
+// (RFC3339Nano) in JSON. It reports false for a time slog's JSON handler
+// cannot write (a year outside 0…9999), which is then left to slog.
+func (c *secondCache) append(b []byte, t time.Time, json bool) ([]byte, bool) {
+	st := c.last.Load()
+	if st == nil || st.unix != t.Unix() || st.loc != t.Location() {
+		whole := t.Truncate(time.Second).Format(time.RFC3339)
+		if len(whole) < 20 || whole[4] != '-' || whole[19] != 'Z' && whole[19] != '+' && whole[19] != '-' {
+			// A year of other than four digits.
+			if json {
+				return b, false
+			}
+			return appendRFC3339Millis(b, t), true
+		}
+		st = &secondText{unix: t.Unix(), loc: t.Location(), text: whole, zone: 19}
+		c.last.Store(st)
+	}
+	b = append(b, st.text[:st.zone]...)
+	ns := t.Nanosecond()
+	switch {
+	case !json:
+		b = append(b, '.', byte('0'+ns/1e8), byte('0'+ns/1e7%10), byte('0'+ns/1e6%10))
+	case ns != 0:
+		var frac [10]byte
+		frac[0] = '.'
+		for i, d := 9, ns; i > 0; i, d = i-1, d/10 {
+			frac[i] = byte('0' + d%10)
+		}
+		n := len(frac)
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, st.text[st.zone:]...), true
 }
 
 // appendRFC3339Millis is slog's text time: RFC 3339 with exactly three

@@ -144,11 +144,7 @@ func (s *memStore) Update(id string, fn func(*Record) *Record) error {
 	if s.closed {
 		return errStoreClosed
 	}
-	if r := fn(s.recs.get(id)); r != nil {
-		s.recs.put(id, r)
-	} else {
-		s.recs.delete(id)
-	}
+	s.recs.update(id, fn)
 	return nil
 }
 

@@ -115,13 +115,37 @@ func (t *table) record(s *slot) *Record {
 	return r
 }
 
-// put stores r under id. Bytes of r that are the bytes of the record it
-// replaces (a done card that becomes the card) are kept where they are.
+// update replaces the record under id by what fn returns, or deletes it
+// when fn returns nil, finding its slot once. It returns the record fn was
+// given (nil if none) and fn's.
+func (t *table) update(id string, fn func(*Record) *Record) (cur, r *Record) {
+	i, ok := t.find(id)
+	if ok {
+		cur = t.record(t.slot(i))
+	}
+	switch r = fn(cur); {
+	case r != nil && ok:
+		t.putAt(i, r)
+	case r != nil:
+		t.putAt(t.newSlot(id), r)
+	case ok:
+		t.deleteAt(i)
+	}
+	return cur, r
+}
+
+// put stores r under id.
 func (t *table) put(id string, r *Record) {
 	i, ok := t.find(id)
 	if !ok {
 		i = t.newSlot(id)
 	}
+	t.putAt(i, r)
+}
+
+// putAt stores r in slot i. Bytes of r that are the bytes of the record it
+// replaces (a done card that becomes the card) are kept where they are.
+func (t *table) putAt(i uint32, r *Record) {
 	s := t.slot(i)
 	old := *s
 	s.card = t.keep(i, r.Card, old, span{}, nil)
@@ -162,10 +186,13 @@ func sameBytes(a, b []byte) bool {
 
 // delete removes the record under id, if any.
 func (t *table) delete(id string) {
-	i, ok := t.find(id)
-	if !ok {
-		return
+	if i, ok := t.find(id); ok {
+		t.deleteAt(i)
 	}
+}
+
+// deleteAt removes the record in slot i.
+func (t *table) deleteAt(i uint32) {
 	s := t.slot(i)
 	// Unlink it from its chain.
 	if head := t.index[s.hash]; head == i {
