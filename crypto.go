@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash"
-	"io"
 	"sync"
 )
 
@@ -38,23 +37,47 @@ func newSigner(verificationToken, encryptKey string) *signer {
 	return s
 }
 
-// Hash states are reused: one per request would be garbage on the hot path.
+// hasher is a hash state with memory for what it is fed besides the body
+// and for its sum, reused: allocations per request are garbage on the hot
+// path.
+type hasher struct {
+	h   hash.Hash
+	buf []byte
+}
+
 var (
-	sha1Pool   = sync.Pool{New: func() any { return sha1.New() }}
-	sha256Pool = sync.Pool{New: func() any { return sha256.New() }}
+	sha1Pool   = sync.Pool{New: func() any { return &hasher{h: sha1.New()} }}
+	sha256Pool = sync.Pool{New: func() any { return &hasher{h: sha256.New()} }}
 )
 
-// digest returns H(timestamp ‖ nonce ‖ secret ‖ body), the construction both
-// generations use (PROTOCOL §3).
+// sum returns H(timestamp ‖ nonce ‖ secret ‖ body), the construction both
+// generations use (PROTOCOL §3), in d's memory.
+func (d *hasher) sum(timestamp, nonce string, secret, body []byte) []byte {
+	d.h.Reset()
+	d.buf = append(append(append(d.buf[:0], timestamp...), nonce...), secret...)
+	d.h.Write(d.buf)
+	d.h.Write(body)
+	d.buf = d.h.Sum(d.buf[:0])
+	return d.buf
+}
+
+// digest returns the sum in memory of its own, for signing.
 func digest(pool *sync.Pool, timestamp, nonce string, secret, body []byte) []byte {
-	h := pool.Get().(hash.Hash)
-	defer pool.Put(h)
-	h.Reset()
-	io.WriteString(h, timestamp)
-	io.WriteString(h, nonce)
-	h.Write(secret)
-	h.Write(body)
-	return h.Sum(make([]byte, 0, sha256.Size))
+	d := pool.Get().(*hasher)
+	defer pool.Put(d)
+	return append([]byte(nil), d.sum(timestamp, nonce, secret, body)...)
+}
+
+// digestMatches reports in constant time whether the hex signature sig is
+// the sum, for verifying: without an allocation.
+func digestMatches(pool *sync.Pool, sig, timestamp, nonce string, secret, body []byte) bool {
+	d := pool.Get().(*hasher)
+	defer pool.Put(d)
+	ok := signatureMatches(sig, d.sum(timestamp, nonce, secret, body))
+	if cap(d.buf) > 4<<10 {
+		d.buf = nil // an outsized timestamp or nonce is not kept
+	}
+	return ok
 }
 
 // signatureMatches reports in constant time whether the hex signature sig
@@ -67,7 +90,7 @@ func signatureMatches(sig string, want []byte) bool {
 	return subtle.ConstantTimeCompare(got, want) == 1
 }
 
-// legacySignature is the hex SHA-1 signature of a legacy callback (PROTOCOL §3.1).
+// legacySignature is the SHA-1 signature of a legacy callback (PROTOCOL §3.1).
 func (s *signer) legacySignature(timestamp, nonce string, body []byte) []byte {
 	return digest(&sha1Pool, timestamp, nonce, s.verificationToken, body)
 }
@@ -75,6 +98,15 @@ func (s *signer) legacySignature(timestamp, nonce string, body []byte) []byte {
 // newSignature is the SHA-256 signature of a new-generation callback (PROTOCOL §3.2).
 func (s *signer) newSignature(timestamp, nonce string, body []byte) []byte {
 	return digest(&sha256Pool, timestamp, nonce, s.encryptKey, body)
+}
+
+// legacySigned and newSigned report whether sig, in hex, is the signature.
+func (s *signer) legacySigned(sig, timestamp, nonce string, body []byte) bool {
+	return digestMatches(&sha1Pool, sig, timestamp, nonce, s.verificationToken, body)
+}
+
+func (s *signer) newSigned(sig, timestamp, nonce string, body []byte) bool {
+	return digestMatches(&sha256Pool, sig, timestamp, nonce, s.encryptKey, body)
 }
 
 // decryptInto opens an {"encrypt":…} envelope (PROTOCOL §4): base64, IV in

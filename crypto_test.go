@@ -115,6 +115,16 @@ func TestSignatureVectors(t *testing.T) {
 	if hex.EncodeToString(got) != n.Signature {
 		t.Errorf("new: got %x, want %s", got, n.Signature)
 	}
+	// Verifying in a hasher's own memory, one after the other.
+	ls, ns := newSigner(l.VerificationToken, ""), newSigner("", n.EncryptKey)
+	for range 2 {
+		if !ls.legacySigned(l.Signature, l.Timestamp, l.Nonce, []byte(l.Body)) || !ns.newSigned(n.Signature, n.Timestamp, n.Nonce, []byte(n.Body)) {
+			t.Error("a vector's signature does not verify")
+		}
+		if ls.legacySigned(l.Signature, l.Timestamp, l.Nonce+"x", []byte(l.Body)) || ns.newSigned(n.Signature, n.Timestamp, n.Nonce, []byte(n.Body+" ")) {
+			t.Error("a changed request verifies")
+		}
+	}
 }
 
 func TestSignatureMatches(t *testing.T) {

@@ -240,10 +240,13 @@ func (s *scanner) str(dst *string) {
 	}
 	if !s.plain {
 		// Escapes and non-ASCII: encoding/json's own rules (surrogates,
-		// invalid UTF-8) apply. Rare in a callback.
-		if err := json.Unmarshal(s.b[start:s.i], dst); err != nil {
+		// invalid UTF-8) apply. Rare in a callback. (Into a string of its
+		// own, so that dst does not escape to the heap for the common case.)
+		var v string
+		if err := json.Unmarshal(s.b[start:s.i], &v); err != nil {
 			s.fail(err.Error())
 		}
+		*dst = v
 		return
 	}
 	if len(raw) == 0 {

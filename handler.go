@@ -57,9 +57,9 @@ func (v *verifier) open(sig signed, body []byte, in *inbound) (kind, error) {
 		// legacy SHA-1, 64 the new generation's SHA-256.
 		switch len(sig.signature) {
 		case 2 * sha1.Size:
-			signatureOK = signatureMatches(sig.signature, v.legacySignature(sig.timestamp, sig.nonce, body))
+			signatureOK = v.legacySigned(sig.signature, sig.timestamp, sig.nonce, body)
 		case 2 * sha256.Size:
-			signatureOK = v.block != nil && signatureMatches(sig.signature, v.newSignature(sig.timestamp, sig.nonce, body))
+			signatureOK = v.block != nil && v.newSigned(sig.signature, sig.timestamp, sig.nonce, body)
 		}
 		if !signatureOK {
 			return 0, errBadSignature

@@ -4,19 +4,28 @@
 # same wrk load (32 connections), servers pinned to core 0 with
 # GOMAXPROCS=1 and wrk on core 1, and prints each ratio with wrk's p99.
 #
-#   bench/run.sh                 # 10 s per run
-#   DURATION=30 bench/run.sh     # seconds per run
+# A shared machine's speed drifts by more than the differences measured
+# here, so the ceiling and every path run ROUNDS times, interleaved, each
+# path's ratio is taken against the ceiling of its own round, and the
+# summary gives the median of the rounds.
+#
+#   bench/run.sh                       # 3 rounds of 10 s runs
+#   ROUNDS=5 DURATION=5 bench/run.sh   # more, shorter rounds
+#   PATHS="repeat challenge" bench/run.sh
+#   BIN=/path/to/cardcallback bench/run.sh   # another build, e.g. to compare
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 DURATION=${DURATION%s}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 # Unique requests prepared for a first-click run: more than it can send,
 # not many more, since each needs a stored 2 KB card in the server's heap.
 REQUESTS=${REQUESTS:-$((DURATION * 40000))}
 SERVER_CPU=${SERVER_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
+PATHS=${PATHS:-"first repeat challenge new-first data-first"}
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk" >&2
@@ -29,26 +38,28 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-go build -o "$work/cardcallback" .
+if [ -n "${BIN:-}" ]; then cp "$BIN" "$work/cardcallback"; else go build -o "$work/cardcallback" .; fi
 go build -o "$work/ceiling" ./bench/ceiling
 
 export FEISHU_VERIFICATION_TOKEN=bench-verification-token
 export FEISHU_ENCRYPT_KEY=bench-encrypt-key
 export CARDCALLBACK_ADMIN_TOKEN=bench-admin-token
 PORT=18080
+CEIL_PORT=18081
 URL="http://127.0.0.1:$PORT/webhook/card"
 
-for p in $PORT 18081; do
+for p in $PORT $CEIL_PORT; do
   if curl -s -o /dev/null "http://127.0.0.1:$p/"; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
 done
 wait_port() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
 
-# start_server ARGS...: a fresh callback server, pinned, so each path is
+# start SERVER-ARGS...: a fresh callback server, pinned, so each path is
 # measured with only its own cards in memory. Its logs are formatted and
 # written as always, to /dev/null: a log file on the disk that holds the
 # data file would make the file system's journal flush it with every
 # fsync, which measures the disk, not the server.
 start_server() {
+  rm -f "$work"/cards.db*
   GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$work/cardcallback" -addr "127.0.0.1:$PORT" "$@" 2>/dev/null &
   pids+=($!)
   wait_port "$PORT"
@@ -63,15 +74,19 @@ emit() {
   sync
 }
 
-# run_wrk URL FILE: prints "requests/s p99-ms non-2xx".
+# run_wrk PID URL FILE: prints "requests/s p99-ms non-2xx cpu-µs-per-request",
+# the last from the server's own CPU time (user and system) over the run.
 run_wrk() {
-  local out
-  out=$(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/replay.lua "$1" -- "$2")
-  local rps p99 bad
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')
-  bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-  echo "$rps ${p99:-?} ${bad:-0}"
+  local pid=$1 out t0 t1
+  t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  out=$(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/replay.lua "$2" -- "$3")
+  t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  echo "$out" | awk -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
+    /Requests\/sec/ {rps = $2}
+    /requests in/ {n = $1}
+    /Non-2xx/ {bad = $5}
+    $1 == "99%" {v = $2; if (v ~ /us$/) {sub(/us/, "", v); v = v / 1000} else if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /s$/) {sub(/s/, "", v); v = v * 1000}; p99 = v}
+    END {printf "%s %s %d %.1f\n", rps, p99, bad, ticks / hz * 1e6 / n}'
 }
 
 # outcomes: the server's own count of what it answered, from /metrics.
@@ -80,34 +95,64 @@ outcomes() {
     sed -n 's/^cardcallback_callbacks_total{generation="[^"]*",outcome="\([^"]*\)"} \([0-9]*\)$/\1=\2/p' | tr '\n' ' '
 }
 
-printf '%-34s %12s %9s %7s %7s %7s  %s\n' "path" "requests/s" "p99 ms" "non-2xx" "ratio" "target" "server's count of answers"
-
-# The ceiling, fed the same legacy clicks.
-GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$work/ceiling" -addr 127.0.0.1:18081 &
-pids+=($!)
-wait_port 18081
+# The ceiling is fed the same legacy clicks as the first-click path.
 start_server
 emit ceiling -requests 100000 -cards 100000
 stop_server
-read -r ceil p99 bad < <(run_wrk "http://127.0.0.1:18081/webhook/card" "$work/ceiling.req")
-kill "${pids[0]}"
-printf '%-34s %12.0f %9s %7s %7s %7s\n' "ceiling (net/http, fixed 2 KB)" "$ceil" "$p99" "$bad" "1.00" ""
+GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$work/ceiling" -addr "127.0.0.1:$CEIL_PORT" &
+ceil_pid=$!
+pids+=($ceil_pid)
+wait_port $CEIL_PORT
 
-# scenario NAME TARGET SERVER-ARGS -- EMIT-ARGS
-scenario() {
-  local name=$1 target=$2; shift 2
-  local server=()
-  while [ "$1" != "--" ]; do server+=("$1"); shift; done
-  shift
-  start_server "${server[@]}"
-  emit "$name" "$@"
-  read -r rps p99 bad < <(run_wrk "$URL" "$work/$name.req")
-  printf '%-34s %12.0f %9s %7s %7.2f %7s  %s\n' "$name" "$rps" "$p99" "$bad" "$(echo "$rps / $ceil" | bc -l)" "$target" "$(outcomes)"
+declare -A label target
+label[first]="legacy first click";                 target[first]=0.70
+label[repeat]="legacy repeat click";               target[repeat]=0.85
+label[challenge]="challenge (encrypted)";          target[challenge]=0.85
+label[new-first]="new first click, encrypted+signed"; target[new-first]=0.60
+label[data-first]="legacy first click, -data";     target[data-first]=0.30
+
+# measure NAME: one run of a path on a fresh server; prints its wrk figures.
+measure() {
+  case $1 in
+    first) start_server; emit first -requests "$REQUESTS" -cards "$REQUESTS" ;;
+    repeat) start_server; emit repeat -requests 100000 -cards 1000 ;;
+    challenge) start_server; emit challenge -requests 100000 -challenge ;;
+    new-first) start_server; emit new-first -requests "$REQUESTS" -cards "$REQUESTS" -generation new ;;
+    data-first) start_server -data "$work/cards.db"; emit data-first -requests "$REQUESTS" -cards "$REQUESTS" ;;
+    *) echo "unknown path $1 (PATHS is a list of: first repeat challenge new-first data-first)" >&2; exit 2 ;;
+  esac
+  local fig
+  fig=$(run_wrk "${pids[-1]}" "$URL" "$work/$1.req")
+  echo "$fig $(outcomes)"
   stop_server
 }
 
-scenario "legacy first click" 0.70 -- -requests "$REQUESTS" -cards "$REQUESTS"
-scenario "legacy repeat click" 0.85 -- -requests 100000 -cards 1000
-scenario "challenge" 0.85 -- -requests 100000 -challenge
-scenario "new first click, encrypted+signed" 0.60 -- -requests "$REQUESTS" -cards "$REQUESTS" -generation new
-scenario "legacy first click, -data" 0.30 -data "$work/cards.db" -- -requests "$REQUESTS" -cards "$REQUESTS"
+results="$work/results"
+printf '%-5s %-34s %10s %8s %7s %7s %9s  %s\n' round path "requests/s" "p99 ms" non-2xx ratio "cpu µs/r" "server's count of answers"
+for round in $(seq "$ROUNDS"); do
+  read -r ceil p99 bad ceilcpu < <(run_wrk $ceil_pid "http://127.0.0.1:$CEIL_PORT/webhook/card" "$work/ceiling.req")
+  printf '%-5s %-34s %10.0f %8s %7s %7s %9s\n' "$round" "ceiling (net/http, fixed 2 KB)" "$ceil" "$p99" "$bad" "1.00" "$ceilcpu"
+  echo "ceiling $ceil $p99 $bad $ceilcpu $ceil $ceilcpu" >>"$results"
+  for p in $PATHS; do
+    measure "$p" >"$work/figures"
+    read -r rps p99 bad cpu counts <"$work/figures"
+    printf '%-5s %-34s %10.0f %8s %7s %7.2f %9s  %s\n' "$round" "${label[$p]}" "$rps" "$p99" "$bad" "$(echo "$rps / $ceil" | bc -l)" "$cpu" "$counts"
+    echo "$p $rps $p99 $bad $cpu $ceil $ceilcpu" >>"$results"
+  done
+done
+
+# The summary: medians over the rounds. The CPU ratio is the ceiling's
+# CPU time per request over the path's, each from its own round: what the
+# throughput ratio would be with the server the only thing on its core.
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+echo
+printf '%-34s %10s %8s %7s %7s %9s %7s\n' "median of $ROUNDS rounds" "requests/s" "p99 ms" ratio target "cpu ratio" non-2xx
+for p in ceiling $PATHS; do
+  name=${label[$p]:-"ceiling (net/http, fixed 2 KB)"}
+  rps=$(awk -v p="$p" '$1 == p {print $2}' "$results" | median)
+  p99=$(awk -v p="$p" '$1 == p {print $3}' "$results" | median)
+  bad=$(awk -v p="$p" '$1 == p {s += $4} END {print s + 0}' "$results")
+  ratio=$(awk -v p="$p" '$1 == p {print $2 / $6}' "$results" | median)
+  cpuratio=$(awk -v p="$p" '$1 == p {print $7 / $5}' "$results" | median)
+  printf '%-34s %10.0f %8s %7.2f %7s %9.2f %7s\n' "$name" "$rps" "$p99" "$ratio" "${target[$p]:-}" "$cpuratio" "$bad"
+done
