@@ -69,6 +69,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return err
 	}
 	defer st.Close()
+	if getenv("GOGC") == "" {
+		pacing, stopPacing := context.WithCancel(ctx)
+		paced := make(chan struct{})
+		go func() { paceGC(pacing, 5*time.Second, liveHeap); close(paced) }()
+		defer func() { stopPacing(); <-paced }()
+	}
 
 	m := newMetrics()
 	m.storedRecord = st.Len
