@@ -130,7 +130,7 @@ type callbackHandler struct {
 // (see newServer).
 func (h *callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	a := &callbackAnswer{h: h, ctx: ctx, w: w, start: time.Now()}
-	rep, err := serveCallback(ctx, w, r, h.v, h.rn, a)
+	rep, err := serveCallback(r, h.v, h.rn, a)
 	if err != nil {
 		outcome := OutcomeBadRequest
 		if errors.Is(err, errUnauthorized) {
@@ -190,12 +190,12 @@ func (a *callbackAnswer) write(rep reply) {
 	logCallback(a.ctx, h.log, a.c, rep, a.start, end)
 }
 
-// serveCallback reads, verifies and acts on one callback, leaving the
-// click, if it is one, in a.
-func serveCallback(ctx context.Context, w http.ResponseWriter, r *http.Request, v *verifier, rn *runner, a *callbackAnswer) (reply, error) {
+// serveCallback reads, verifies and acts on the callback r, to be answered
+// through a, leaving the click, if it is one, in a.
+func serveCallback(r *http.Request, v *verifier, rn *runner, a *callbackAnswer) (reply, error) {
 	bp := bodyPool.Get().(*[]byte)
 	defer bodyPool.Put(bp)
-	body, err := readBodyInto(w, r, *bp)
+	body, err := readBodyInto(a.w, r, *bp)
 	if err != nil {
 		return reply{}, err
 	}
@@ -214,7 +214,7 @@ func serveCallback(ctx context.Context, w http.ResponseWriter, r *http.Request, 
 	if a.c, err = in.click(k); err != nil {
 		return reply{}, fmt.Errorf("%w: %v", errBadRequest, err)
 	}
-	return rn.click(ctx, a.c, a.start, a), nil
+	return rn.click(a.ctx, a.c, a.start, a), nil
 }
 
 // inbounds holds decoded callbacks for reuse; what a Click takes from one

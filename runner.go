@@ -34,8 +34,8 @@ type reply struct {
 	outcome Outcome
 	reason  string // why the logic failed, for the log
 	written func()
-	// sent: the reply was already sent, in progress, through the send
-	// function click was given; there is nothing left to write.
+	// sent: the reply was already sent, in progress, through the sender
+	// click was given; there is nothing left to write.
 	sent bool
 }
 
