@@ -124,6 +124,8 @@ type callbackHandler struct {
 	v   *verifier
 	rn  *runner
 	m   *metrics
+	// dates is the Date header of the answers' second.
+	dates dateCache
 }
 
 // serve answers the callback r; ctx is r's context with the request id
@@ -169,8 +171,9 @@ func (a *callbackAnswer) send(rep reply) {
 // write writes the reply, counts it and logs it.
 func (a *callbackAnswer) write(rep reply) {
 	h, w := a.h, a.w
-	writeBody(w, http.StatusOK, rep.body)
 	end := time.Now()
+	w.Header()["Date"] = h.dates.header(end)
+	writeBody(w, http.StatusOK, rep.body)
 	h.m.answer.observe(end.Sub(a.start))
 	gen := a.c.Generation.String()
 	if rep.outcome == OutcomeChallenge {

@@ -260,7 +260,12 @@ func TestClickRoundTrip(t *testing.T) {
 				var l countingLogic
 				e := newEnv(t, l.logic, opts...)
 				e.putCard("om_1", card, "")
-				wantAnswer(t, g, e.click(g, testClick("om_1")), want, &toastDone)
+				before := time.Now().Truncate(time.Second)
+				rec := e.click(g, testClick("om_1"))
+				wantAnswer(t, g, rec, want, &toastDone)
+				if d, err := http.ParseTime(rec.Header().Get("Date")); err != nil || d.Before(before) || d.After(time.Now()) {
+					t.Errorf("Date %q (%v), want the time of the answer", rec.Header().Get("Date"), err)
+				}
 				sameJSON(t, e.getCard("om_1"), want)
 				if n := l.n.Load(); n != 1 {
 					t.Errorf("logic ran %d times, want 1", n)
@@ -270,6 +275,24 @@ func TestClickRoundTrip(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestDateHeader(t *testing.T) {
+	var c dateCache
+	t0 := time.Date(2026, 12, 2, 9, 30, 15, 100, time.FixedZone("CST", 8*3600))
+	first := c.header(t0)
+	if want := "Wed, 02 Dec 2026 01:30:15 GMT"; len(first) != 1 || first[0] != want {
+		t.Fatalf("Date %q, want [%q]", first, want)
+	}
+	if same := c.header(t0.Add(999 * time.Millisecond)); &same[0] != &first[0] {
+		t.Error("a time in the same second was formatted again")
+	}
+	if next := c.header(t0.Add(time.Second)); next[0] != "Wed, 02 Dec 2026 01:30:16 GMT" {
+		t.Errorf("the next second's Date is %q", next)
+	}
+	if back := c.header(t0); back[0] != first[0] {
+		t.Errorf("after the clock stepped back, Date is %q, want %q", back, first)
 	}
 }
 

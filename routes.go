@@ -9,7 +9,7 @@ import (
 
 // newServer returns the whole HTTP surface of the program.
 func newServer(log *slog.Logger, cfg *config, st Store, rn *runner, fc *feishuClient, m *metrics) http.Handler {
-	callback := &callbackHandler{log, &verifier{signer: newSigner(cfg.verificationToken, cfg.encryptKey), dev: cfg.devMode()}, rn, m}
+	callback := &callbackHandler{log: log, v: &verifier{signer: newSigner(cfg.verificationToken, cfg.encryptKey), dev: cfg.devMode()}, rn: rn, m: m}
 	mux := http.NewServeMux()
 	addRoutes(mux, log, cfg, st, fc, m)
 	ids := newRequestIDs()
