@@ -5,9 +5,10 @@
 # GOMAXPROCS=1 and wrk on core 1, and prints each ratio with wrk's p99.
 #
 # A shared machine's speed drifts by more than the differences measured
-# here, so the ceiling and every path run ROUNDS times, interleaved, each
-# path's ratio is taken against the ceiling of its own round, and the
-# summary gives the median of the rounds.
+# here, within minutes, so the ceiling runs before and after every path
+# and the path's ratio is taken against the mean of those two runs; all of
+# it is repeated ROUNDS times and the summary gives the median of the
+# rounds. A path's line is printed after the ceiling run that follows it.
 #
 #   bench/run.sh                       # 3 rounds of 10 s runs
 #   ROUNDS=5 DURATION=5 bench/run.sh   # more, shorter rounds
@@ -64,7 +65,15 @@ start_server() {
   pids+=($!)
   wait_port "$PORT"
 }
-stop_server() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
+# stop_server stops the last server started and removes its data file, so
+# that the file's write-back does not slow the runs that follow.
+stop_server() {
+  kill "${pids[-1]}"
+  wait "${pids[-1]}" 2>/dev/null || true
+  unset 'pids[-1]'
+  rm -f "$work"/cards.db*
+  sync
+}
 
 # emit NAME ARGS...: stores cards on the running server and prepares
 # requests, then syncs so the run does not pay for writing back the cards.
@@ -129,21 +138,31 @@ measure() {
 
 results="$work/results"
 printf '%-5s %-34s %10s %8s %7s %7s %9s  %s\n' round path "requests/s" "p99 ms" non-2xx ratio "cpu µs/r" "server's count of answers"
-for round in $(seq "$ROUNDS"); do
+# ceiling: one run of the bare handler; leaves its figures in ceil, ceilcpu.
+ceiling() {
+  local p99 bad
   read -r ceil p99 bad ceilcpu < <(run_wrk $ceil_pid "http://127.0.0.1:$CEIL_PORT/webhook/card" "$work/ceiling.req")
   printf '%-5s %-34s %10.0f %8s %7s %7s %9s\n' "$round" "ceiling (net/http, fixed 2 KB)" "$ceil" "$p99" "$bad" "1.00" "$ceilcpu"
   echo "ceiling $ceil $p99 $bad $ceilcpu $ceil $ceilcpu" >>"$results"
+}
+for round in $(seq "$ROUNDS"); do
+  ceiling
   for p in $PATHS; do
+    before=$ceil before_cpu=$ceilcpu
     measure "$p" >"$work/figures"
+    ceiling
+    # The path's ceiling is the mean of the runs just before and after it.
+    around=$(echo "($before + $ceil) / 2" | bc -l) around_cpu=$(echo "($before_cpu + $ceilcpu) / 2" | bc -l)
     read -r rps p99 bad cpu counts <"$work/figures"
-    printf '%-5s %-34s %10.0f %8s %7s %7.2f %9s  %s\n' "$round" "${label[$p]}" "$rps" "$p99" "$bad" "$(echo "$rps / $ceil" | bc -l)" "$cpu" "$counts"
-    echo "$p $rps $p99 $bad $cpu $ceil $ceilcpu" >>"$results"
+    printf '%-5s %-34s %10.0f %8s %7s %7.2f %9s  %s\n' "$round" "${label[$p]}" "$rps" "$p99" "$bad" "$(echo "$rps / $around" | bc -l)" "$cpu" "$counts"
+    echo "$p $rps $p99 $bad $cpu $around $around_cpu" >>"$results"
   done
 done
 
-# The summary: medians over the rounds. The CPU ratio is the ceiling's
-# CPU time per request over the path's, each from its own round: what the
-# throughput ratio would be with the server the only thing on its core.
+# The summary: medians over the rounds. The CPU ratio is the ceiling's CPU
+# time per request (from the runs around the path's, as for the throughput
+# ratio) over the path's: what the throughput ratio would be with the
+# server the only thing on its core.
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 echo
 printf '%-34s %10s %8s %7s %7s %9s %7s\n' "median of $ROUNDS rounds" "requests/s" "p99 ms" ratio target "cpu ratio" non-2xx
