@@ -388,16 +388,20 @@ func encodeMeta(buf []byte, r *Record) []byte {
 }
 
 // decodeMeta decodes a chunk encodeMeta wrote. The strings of the record
-// are cut from one string of the whole chunk: one allocation, not one per
-// string.
+// are cut from one string of the whole chunk, made at the first string
+// that is not empty: one allocation, not one per string, and none for a
+// card not clicked yet.
 func decodeMeta(meta []byte) *Record {
-	all := string(meta)
+	var all string
 	r := &frameReader{b: meta}
 	str := func() string {
 		n := r.uvarint()
 		at := len(meta) - len(r.b)
-		if r.bytes(n) == nil {
+		if n == 0 || r.bytes(n) == nil {
 			return ""
+		}
+		if all == "" {
+			all = string(meta)
 		}
 		return all[at : at+int(n)]
 	}
