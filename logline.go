@@ -216,13 +216,14 @@ func plainRun(set *[256]bool, s string) int {
 type secondCache struct{ last atomic.Pointer[secondText] }
 
 // secondText is a second as RFC 3339 text, its fraction left out: the
-// date and time, then from zone on the offset.
+// date and time (the first secondLen bytes), then the offset.
 type secondText struct {
 	unix int64
 	loc  *time.Location
 	text string
-	zone int
 }
+
+const secondLen = len("2006-01-02T15:04:05")
 
 // append appends t as slog writes it: RFC 3339 with three digits of
 // milliseconds in the text format, with nanoseconds and no trailing zeros
@@ -232,17 +233,17 @@ func (c *secondCache) append(b []byte, t time.Time, json bool) ([]byte, bool) {
 	st := c.last.Load()
 	if st == nil || st.unix != t.Unix() || st.loc != t.Location() {
 		whole := t.Truncate(time.Second).Format(time.RFC3339)
-		if len(whole) < 20 || whole[4] != '-' || whole[19] != 'Z' && whole[19] != '+' && whole[19] != '-' {
+		if len(whole) <= secondLen || whole[4] != '-' || whole[secondLen] != 'Z' && whole[secondLen] != '+' && whole[secondLen] != '-' {
 			// A year of other than four digits.
 			if json {
 				return b, false
 			}
 			return appendRFC3339Millis(b, t), true
 		}
-		st = &secondText{unix: t.Unix(), loc: t.Location(), text: whole, zone: 19}
+		st = &secondText{unix: t.Unix(), loc: t.Location(), text: whole}
 		c.last.Store(st)
 	}
-	b = append(b, st.text[:st.zone]...)
+	b = append(b, st.text[:secondLen]...)
 	ns := t.Nanosecond()
 	switch {
 	case !json:
@@ -259,7 +260,7 @@ func (c *secondCache) append(b []byte, t time.Time, json bool) ([]byte, bool) {
 		}
 		b = append(b, frac[:n]...)
 	}
-	return append(b, st.text[st.zone:]...), true
+	return append(b, st.text[secondLen:]...), true
 }
 
 // appendRFC3339Millis is slog's text time: RFC 3339 with exactly three
