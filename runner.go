@@ -110,6 +110,11 @@ type lateClick struct {
 	answered chan struct{}
 }
 
+// newLateClick is c, which arrived at start, as owed the final card.
+func newLateClick(c Click, start time.Time) lateClick {
+	return lateClick{token: c.Token, openID: c.OpenID, expires: start.Add(updateTokenLife), answered: make(chan struct{})}
+}
+
 type runnerConfig struct {
 	allow         []string
 	respondWithin time.Duration
@@ -197,7 +202,7 @@ func (f *flight) addLate(c Click, start time.Time, own bool) (lateClick, bool) {
 	if f.finished {
 		return lateClick{}, false
 	}
-	lc := lateClick{token: c.Token, openID: c.OpenID, expires: start.Add(updateTokenLife), answered: make(chan struct{})}
+	lc := newLateClick(c, start)
 	f.late = append(f.late, lc)
 	if own {
 		f.ownAnswered = lc.answered
@@ -255,7 +260,7 @@ func (r *runner) run(ctx context.Context, f *flight, rec *Record, start time.Tim
 		// The platform gave up waiting on this click, or its connection
 		// broke: push the outcome too, once the answer was tried, so that
 		// the card shows it.
-		lc := lateClick{token: c.Token, openID: c.OpenID, expires: start.Add(updateTokenLife), answered: make(chan struct{})}
+		lc := newLateClick(c, start)
 		late = append(late, lc)
 		rep.written = func() { close(lc.answered) }
 	}
