@@ -61,10 +61,19 @@ func (d *hasher) sum(timestamp, nonce string, secret, body []byte) []byte {
 	return d.buf
 }
 
+// release returns d to pool, without the memory an outsized timestamp or
+// nonce made it grow to.
+func (d *hasher) release(pool *sync.Pool) {
+	if cap(d.buf) > 4<<10 {
+		d.buf = nil
+	}
+	pool.Put(d)
+}
+
 // digest returns the sum in memory of its own, for signing.
 func digest(pool *sync.Pool, timestamp, nonce string, secret, body []byte) []byte {
 	d := pool.Get().(*hasher)
-	defer pool.Put(d)
+	defer d.release(pool)
 	return append([]byte(nil), d.sum(timestamp, nonce, secret, body)...)
 }
 
@@ -72,12 +81,8 @@ func digest(pool *sync.Pool, timestamp, nonce string, secret, body []byte) []byt
 // the sum, for verifying: without an allocation.
 func digestMatches(pool *sync.Pool, sig, timestamp, nonce string, secret, body []byte) bool {
 	d := pool.Get().(*hasher)
-	defer pool.Put(d)
-	ok := signatureMatches(sig, d.sum(timestamp, nonce, secret, body))
-	if cap(d.buf) > 4<<10 {
-		d.buf = nil // an outsized timestamp or nonce is not kept
-	}
-	return ok
+	defer d.release(pool)
+	return signatureMatches(sig, d.sum(timestamp, nonce, secret, body))
 }
 
 // signatureMatches reports in constant time whether the hex signature sig

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -140,4 +143,21 @@ func TestSignatureMatches(t *testing.T) {
 func (s *signer) decrypt(encrypted string) ([]byte, error) {
 	plain, _, err := s.decryptInto(nil, []byte(encrypted))
 	return plain, err
+}
+
+// TestHasherReleaseDropsOutsizedMemory: a request with a huge timestamp or
+// nonce must not leave a pooled hasher holding its memory.
+func TestHasherReleaseDropsOutsizedMemory(t *testing.T) {
+	var pool sync.Pool
+	d := &hasher{h: sha1.New()}
+	d.sum("1700000000", strings.Repeat("n", 64<<10), []byte("tok"), []byte("{}"))
+	d.release(&pool)
+	if d.buf != nil {
+		t.Errorf("a hasher kept %d bytes after a 64 KB nonce", cap(d.buf))
+	}
+	d.sum("1700000000", "nonce", []byte("tok"), []byte("{}"))
+	d.release(&pool)
+	if d.buf == nil {
+		t.Error("a hasher dropped its memory after an ordinary request")
+	}
 }
