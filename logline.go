@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -211,39 +210,35 @@ func plainRun(set *[256]bool, s string) int {
 }
 
 // secondCache holds the text of the second the last line was written
-// in: formatting a time was a good share of a line, and lines come many
-// to a second.
-type secondCache struct{ last atomic.Pointer[secondText] }
+// in: formatting a time was a good share of a line.
+type secondCache struct{ perSecond[string] }
 
-// secondText is a second as RFC 3339 text, its fraction left out: the
-// date and time (the first secondLen bytes), then the offset.
-type secondText struct {
-	unix int64
-	loc  *time.Location
-	text string
-}
-
+// secondLen is the length of a second's RFC 3339 text without its offset.
 const secondLen = len("2006-01-02T15:04:05")
+
+// rfc3339Second is t's second as RFC 3339 text, or "" for a year of other
+// than four digits.
+func rfc3339Second(t time.Time) string {
+	whole := t.Truncate(time.Second).Format(time.RFC3339)
+	if len(whole) <= secondLen || whole[4] != '-' || whole[secondLen] != 'Z' && whole[secondLen] != '+' && whole[secondLen] != '-' {
+		return ""
+	}
+	return whole
+}
 
 // append appends t as slog writes it: RFC 3339 with three digits of
 // milliseconds in the text format, with nanoseconds and no trailing zeros
 // (RFC3339Nano) in JSON. It reports false for a time slog's JSON handler
 // cannot write (a year outside 0…9999), which is then left to slog.
 func (c *secondCache) append(b []byte, t time.Time, json bool) ([]byte, bool) {
-	st := c.last.Load()
-	if st == nil || st.unix != t.Unix() || st.loc != t.Location() {
-		whole := t.Truncate(time.Second).Format(time.RFC3339)
-		if len(whole) <= secondLen || whole[4] != '-' || whole[secondLen] != 'Z' && whole[secondLen] != '+' && whole[secondLen] != '-' {
-			// A year of other than four digits.
-			if json {
-				return b, false
-			}
-			return appendRFC3339Millis(b, t), true
+	text := c.get(t, rfc3339Second)
+	if text == "" {
+		if json {
+			return b, false
 		}
-		st = &secondText{unix: t.Unix(), loc: t.Location(), text: whole}
-		c.last.Store(st)
+		return appendRFC3339Millis(b, t), true
 	}
-	b = append(b, st.text[:secondLen]...)
+	b = append(b, text[:secondLen]...)
 	ns := t.Nanosecond()
 	switch {
 	case !json:
@@ -260,7 +255,7 @@ func (c *secondCache) append(b []byte, t time.Time, json bool) ([]byte, bool) {
 		}
 		b = append(b, frac[:n]...)
 	}
-	return append(b, st.text[secondLen:]...), true
+	return append(b, text[secondLen:]...), true
 }
 
 // appendRFC3339Millis is slog's text time: RFC 3339 with exactly three

@@ -61,6 +61,8 @@ func TestLineFormatMatchesSlog(t *testing.T) {
 		{},
 		time.Date(2026, 11, 25, 16, 15, 59, 0, time.UTC),
 		time.Date(2026, 11, 25, 16, 15, 59, 123456789, time.UTC),
+		// The same second in another zone: its cached text is not reused.
+		time.Date(2026, 11, 25, 16, 15, 59, 123456789, time.UTC).In(shanghai),
 		time.Date(2026, 1, 2, 3, 4, 5, 999999999, shanghai),
 		time.Date(2026, 1, 2, 3, 4, 5, 1000000, time.FixedZone("", -90*60)),
 		time.Date(1969, 12, 31, 23, 59, 59, 500000000, time.UTC),

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -130,27 +129,16 @@ func readBodyInto(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, e
 // is written.
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-// dateCache holds the Date header of the second answers are written in.
+// dateCache holds the Date header of the second answers are written in:
 // net/http reads the clock and formats a Date for every response that has
-// none, a few percent of a callback's time under load; callbacks come many
-// to a second.
-type dateCache struct{ last atomic.Pointer[dateHeader] }
-
-type dateHeader struct {
-	unix  int64
-	value []string
-}
+// none, a few percent of a callback's time under load.
+type dateCache struct{ perSecond[[]string] }
 
 // header is the Date header of t, the time an answer is written. Its
 // value is shared by every answer of that second and is not to be changed.
-func (c *dateCache) header(t time.Time) []string {
-	d := c.last.Load()
-	if d == nil || d.unix != t.Unix() {
-		d = &dateHeader{t.Unix(), []string{t.UTC().Format(http.TimeFormat)}}
-		c.last.Store(d)
-	}
-	return d.value
-}
+func (c *dateCache) header(t time.Time) []string { return c.get(t, httpDate) }
+
+func httpDate(t time.Time) []string { return []string{t.UTC().Format(http.TimeFormat)} }
 
 // methodNotAllowed answers every method of a path that has other routes.
 func methodNotAllowed(allow string) http.Handler {
