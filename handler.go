@@ -138,10 +138,11 @@ func (h *callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *h
 		if errors.Is(err, errUnauthorized) {
 			outcome = OutcomeRejected
 		}
-		h.log.WarnContext(ctx, "callback refused", "outcome", outcome, "err", err, "duration", time.Since(a.start))
+		took := time.Since(a.start)
+		h.log.WarnContext(ctx, "callback refused", "outcome", outcome, "err", err, "duration", took)
 		writeError(w, h.log, r.WithContext(ctx), err)
 		h.m.callbacks.inc("unknown", string(outcome))
-		h.m.answer.observe(time.Since(a.start))
+		h.m.answer.observe(took)
 		return
 	}
 	if !rep.sent {
