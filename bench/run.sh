@@ -54,13 +54,12 @@ for p in $PORT $CEIL_PORT; do
 done
 wait_port() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
 
-# start SERVER-ARGS...: a fresh callback server, pinned, so each path is
+# start_server SERVER-ARGS...: a fresh callback server, pinned, so each path is
 # measured with only its own cards in memory. Its logs are formatted and
 # written as always, to /dev/null: a log file on the disk that holds the
 # data file would make the file system's journal flush it with every
 # fsync, which measures the disk, not the server.
 start_server() {
-  rm -f "$work"/cards.db*
   GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$work/cardcallback" -addr "127.0.0.1:$PORT" "$@" 2>/dev/null &
   pids+=($!)
   wait_port "$PORT"
