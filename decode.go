@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // This file decodes callback bodies. encoding/json spends most of a
@@ -136,11 +137,14 @@ func (s *scanner) rawString() []byte {
 	s.plain = true
 	for s.i < len(s.b) {
 		// Eight bytes at a time past what needs no attention (the
-		// encrypted envelope is one string of kilobytes), then a byte at
-		// a time up to what does.
+		// encrypted envelope is one string of kilobytes), landing on the
+		// first byte that does; the body's last few bytes one at a time.
 		b, i := s.b, s.i
-		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
+		for ; i+8 <= len(b); i += 8 {
+			if m := special8(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
 		}
 		for i < len(b) && jsonAsIs[b[i]] {
 			i++
@@ -169,16 +173,18 @@ func (s *scanner) rawString() []byte {
 	return nil
 }
 
-// special8 reports whether any of the eight bytes in x ends a string or
-// needs a closer look: a quote, a backslash, a control character or a byte
-// of a multi-byte UTF-8 sequence. (Bit tricks that test every byte at
-// once; they never miss one, and a false alarm only costs the slow path.)
-func special8(x uint64) bool {
+// special8 marks, by the high bit of its byte in the result, each byte of
+// the eight in x (little-endian) that ends a string or needs a closer look:
+// a quote, a backslash, a control character or a byte of a multi-byte
+// UTF-8 sequence. The bit tricks test every byte at once. They never miss
+// one, and the lowest byte marked is always one of them: a false mark comes
+// only from a borrow out of a marked byte below it.
+func special8(x uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	quote := x ^ (ones * '"')
 	backslash := x ^ (ones * '\\')
 	control := (x - ones*0x20) & ^x
-	return (control|(quote-ones)&^quote|(backslash-ones)&^backslash|x)&highs != 0
+	return (control | (quote-ones)&^quote | (backslash-ones)&^backslash | x) & highs
 }
 
 func (s *scanner) escape() {

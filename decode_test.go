@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"math/bits"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -169,8 +171,30 @@ func TestScannerRejects(t *testing.T) {
 	}
 }
 
-func TestSpecial8NeverMissesAByte(t *testing.T) {
+func TestSpecial8FindsTheFirstByteToLookAt(t *testing.T) {
 	needs := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80 }
+	// first is where rawString's scan must stop in b: the first byte that
+	// needs a look, or 8.
+	first := func(b [8]byte) int {
+		for i, c := range b {
+			if needs(c) {
+				return i
+			}
+		}
+		return 8
+	}
+	check := func(b [8]byte) {
+		t.Helper()
+		m := special8(binary.LittleEndian.Uint64(b[:]))
+		got := 8
+		if m != 0 {
+			got = bits.TrailingZeros64(m) / 8
+		}
+		if want := first(b); got != want {
+			t.Fatalf("%q (% x): first byte to look at %d, want %d", b, b, got, want)
+		}
+	}
+	// Every byte at every place, among plain text.
 	for c := range 256 {
 		for pos := range 8 {
 			for _, fill := range []byte{'a', ' ', '~', '!', '#', '[', ']'} {
@@ -179,14 +203,19 @@ func TestSpecial8NeverMissesAByte(t *testing.T) {
 					b[i] = fill
 				}
 				b[pos] = byte(c)
-				got := special8(binary.LittleEndian.Uint64(b[:]))
-				if needs(byte(c)) && !got {
-					t.Fatalf("byte %#x at %d among %q: missed", c, pos, fill)
-				}
-				if !needs(byte(c)) && got {
-					t.Fatalf("byte %#x at %d among %q: false alarm on plain text", c, pos, fill)
-				}
+				check(b)
 			}
 		}
+	}
+	// Words mixing the bytes next to the borders the tricks test, where a
+	// borrow out of one byte could mark the next.
+	edges := []byte{0x00, 0x01, 0x1f, 0x20, 0x21, '!', '"', '#', '[', '\\', ']', 0x7e, 0x7f, 0x80, 0x81, 0xff}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		var b [8]byte
+		for i := range b {
+			b[i] = edges[rng.IntN(len(edges))]
+		}
+		check(b)
 	}
 }
