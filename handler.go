@@ -128,10 +128,12 @@ type callbackHandler struct {
 	dates dateCache
 }
 
-// serve answers the callback r; ctx is r's context with the request id
-// (see newServer).
-func (h *callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *http.Request) {
-	a := &callbackAnswer{h: h, ctx: ctx, w: w, start: time.Now()}
+// serve answers the callback r, whose request id is id (see newServer).
+func (h *callbackHandler) serve(id string, w http.ResponseWriter, r *http.Request) {
+	a := &callbackAnswer{h: h, w: w, start: time.Now()}
+	a.rc = requestContext{Context: r.Context(), id: id}
+	a.rc.tagAnswer(w)
+	a.ctx = &a.rc
 	rep, err := serveCallback(r, h.v, h.rn, a)
 	if err != nil {
 		outcome := OutcomeBadRequest
@@ -139,8 +141,8 @@ func (h *callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *h
 			outcome = OutcomeRejected
 		}
 		took := time.Since(a.start)
-		h.log.WarnContext(ctx, "callback refused", "outcome", outcome, "err", err, "duration", took)
-		writeError(w, h.log, r.WithContext(ctx), err)
+		h.log.WarnContext(a.ctx, "callback refused", "outcome", outcome, "err", err, "duration", took)
+		writeError(w, h.log, r.WithContext(a.ctx), err)
 		h.m.callbacks.inc("unknown", string(outcome))
 		h.m.answer.observe(took)
 		return
@@ -154,7 +156,8 @@ func (h *callbackHandler) serve(ctx context.Context, w http.ResponseWriter, r *h
 // the runner may send it from another goroutine (see runner.click).
 type callbackAnswer struct {
 	h     *callbackHandler
-	ctx   context.Context
+	ctx   context.Context // &rc
+	rc    requestContext  // r's context with its request id
 	w     http.ResponseWriter
 	c     Click // the click, once decoded
 	start time.Time

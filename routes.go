@@ -18,7 +18,7 @@ func newServer(log *slog.Logger, cfg *config, st Store, rn *runner, fc *feishuCl
 		// POST {path}, the route under load, is taken before the mux and
 		// tagged without copying the request.
 		if r.Method == http.MethodPost && r.URL.Path == cfg.path {
-			callback.serve(contextWithRequestID(r.Context(), ids.tag(w, r)), w, r)
+			callback.serve(ids.of(r), w, r)
 			return
 		}
 		tagged.ServeHTTP(w, r)
