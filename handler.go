@@ -124,16 +124,16 @@ type callbackHandler struct {
 	v   *verifier
 	rn  *runner
 	m   *metrics
+	ids *requestIDs
 	// dates is the Date header of the answers' second.
 	dates dateCache
 }
 
-// serve answers the callback r, whose request id is id (see newServer).
-func (h *callbackHandler) serve(id string, w http.ResponseWriter, r *http.Request) {
+// ServeHTTP answers the callback r, tagged with its request id here (see
+// newServer).
+func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a := &callbackAnswer{h: h, w: w, start: time.Now()}
-	a.rc = requestContext{Context: r.Context(), id: id}
-	a.rc.tagAnswer(w)
-	a.ctx = &a.rc
+	a.ctx.tag(h.ids, w, r)
 	rep, err := serveCallback(r, h.v, h.rn, a)
 	if err != nil {
 		outcome := OutcomeBadRequest
@@ -141,8 +141,8 @@ func (h *callbackHandler) serve(id string, w http.ResponseWriter, r *http.Reques
 			outcome = OutcomeRejected
 		}
 		took := time.Since(a.start)
-		h.log.WarnContext(a.ctx, "callback refused", "outcome", outcome, "err", err, "duration", took)
-		writeError(w, h.log, r.WithContext(a.ctx), err)
+		h.log.WarnContext(&a.ctx, "callback refused", "outcome", outcome, "err", err, "duration", took)
+		writeError(w, h.log, r.WithContext(&a.ctx), err)
 		h.m.callbacks.inc("unknown", string(outcome))
 		h.m.answer.observe(took)
 		return
@@ -156,8 +156,7 @@ func (h *callbackHandler) serve(id string, w http.ResponseWriter, r *http.Reques
 // the runner may send it from another goroutine (see runner.click).
 type callbackAnswer struct {
 	h     *callbackHandler
-	ctx   context.Context // &rc
-	rc    requestContext  // r's context with its request id
+	ctx   requestContext // r's context with its request id
 	w     http.ResponseWriter
 	c     Click // the click, once decoded
 	start time.Time
@@ -191,10 +190,10 @@ func (a *callbackAnswer) write(rep reply) {
 		rep.written()
 	}
 	if rep.outcome == OutcomeChallenge {
-		logAt(a.ctx, h.log, end, slog.LevelInfo, "url verification answered")
+		logAt(&a.ctx, h.log, end, slog.LevelInfo, "url verification answered")
 		return
 	}
-	logCallback(a.ctx, h.log, a.c, rep, a.start, end)
+	logCallback(&a.ctx, h.log, a.c, rep, a.start, end)
 }
 
 // serveCallback reads, verifies and acts on the callback r, to be answered
@@ -221,7 +220,7 @@ func serveCallback(r *http.Request, v *verifier, rn *runner, a *callbackAnswer) 
 	if a.c, err = in.click(k); err != nil {
 		return reply{}, fmt.Errorf("%w: %v", errBadRequest, err)
 	}
-	return rn.click(a.ctx, a.c, a.start, a), nil
+	return rn.click(&a.ctx, a.c, a.start, a), nil
 }
 
 // inbounds holds decoded callbacks for reuse; what a Click takes from one

@@ -9,16 +9,16 @@ import (
 
 // newServer returns the whole HTTP surface of the program.
 func newServer(log *slog.Logger, cfg *config, st Store, rn *runner, fc *feishuClient, m *metrics) http.Handler {
-	callback := &callbackHandler{log: log, v: &verifier{signer: newSigner(cfg.verificationToken, cfg.encryptKey), dev: cfg.devMode()}, rn: rn, m: m}
+	ids := newRequestIDs()
+	callback := &callbackHandler{log: log, v: &verifier{signer: newSigner(cfg.verificationToken, cfg.encryptKey), dev: cfg.devMode()}, rn: rn, m: m, ids: ids}
 	mux := http.NewServeMux()
 	addRoutes(mux, log, cfg, st, fc, m)
-	ids := newRequestIDs()
 	tagged := withRequestID(ids, mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// POST {path}, the route under load, is taken before the mux and
 		// tagged without copying the request.
 		if r.Method == http.MethodPost && r.URL.Path == cfg.path {
-			callback.serve(ids.of(r), w, r)
+			callback.ServeHTTP(w, r)
 			return
 		}
 		tagged.ServeHTTP(w, r)

@@ -32,15 +32,10 @@ func (g *requestIDs) next() string {
 // withRequestID tags each request with its id.
 func withRequestID(ids *requestIDs, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, r.WithContext(contextWithRequestID(r.Context(), ids.tag(w, r))))
+		c := new(requestContext)
+		c.tag(ids, w, r)
+		next.ServeHTTP(w, r.WithContext(c))
 	})
-}
-
-// tag returns r's id and echoes it in the answer.
-func (g *requestIDs) tag(w http.ResponseWriter, r *http.Request) string {
-	id := g.of(r)
-	w.Header()["X-Request-Id"] = []string{id}
-	return id
 }
 
 // of returns r's id: the platform's, or a new one.
@@ -70,15 +65,23 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// requestContext is a context that carries a request's id. The callback
-// route keeps one inside each callback's answer (see callbackAnswer), the
-// id's header value beside it: what context.WithValue, the id's interface
-// value and the header's slice took three allocations a click for comes
-// with the answer's one.
+// requestContext is a context that carries a request's id, and the
+// one-element value of the X-Request-Id header that echoes it. The
+// callback route keeps one inside each callback's answer (see
+// callbackAnswer): what context.WithValue, the id's interface value and
+// the header's slice took three allocations a click for comes with the
+// answer's one.
 type requestContext struct {
 	context.Context
 	id     string
-	header [1]string // the X-Request-Id answered, when set by tagAnswer
+	header [1]string // set by tag
+}
+
+// tag makes c r's context with r's id, and echoes the id in the answer w.
+func (c *requestContext) tag(ids *requestIDs, w http.ResponseWriter, r *http.Request) {
+	id := ids.of(r)
+	*c = requestContext{Context: r.Context(), id: id, header: [1]string{id}}
+	w.Header()["X-Request-Id"] = c.header[:]
 }
 
 func (c *requestContext) Value(key any) any {
@@ -86,12 +89,6 @@ func (c *requestContext) Value(key any) any {
 		return c
 	}
 	return c.Context.Value(key)
-}
-
-// tagAnswer echoes c's id in the answer w, from c's own memory.
-func (c *requestContext) tagAnswer(w http.ResponseWriter) {
-	c.header[0] = c.id
-	w.Header()["X-Request-Id"] = c.header[:]
 }
 
 func contextWithRequestID(ctx context.Context, id string) context.Context {
