@@ -95,20 +95,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
+	// The connections' time limits: 5 s for a request's headers, then
+	// the answer's budget and 15 s more for its body and its answer, and
+	// 2 minutes between requests. They are enforced by ct, not by
+	// http.Server's timeouts (see connTimeouts), so those stay zero.
+	ct := newConnTimeouts(5*time.Second, cfg.respondWithin+15*time.Second, 2*time.Minute)
+	ct.cut = func(p connPhase) { m.connTimeouts.inc(p.String()) }
+	m.openConns = ct.open
+	sweeping, stopSweeping := context.WithCancel(context.Background())
+	swept := make(chan struct{})
+	go func() { ct.run(sweeping); close(swept) }()
+	defer func() { stopSweeping(); <-swept }()
 	srv := &http.Server{
-		Handler:           newServer(log, cfg, st, rn, fc, m),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      cfg.respondWithin + 15*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Handler:        newServer(log, cfg, st, rn, fc, m),
+		ConnState:      ct.connState,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "path", cfg.path, "store", storeName(cfg))
 	sink.Flush()
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(ct.listener(ln)) }()
 	select {
 	case err := <-errc:
 		return err

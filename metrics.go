@@ -26,6 +26,8 @@ type metrics struct {
 	tokens       counterVec // tenant_access_token fetches by result
 	fsync        *histogram // durable store fdatasync latency
 	storedRecord func() int // records in the store
+	connTimeouts counterVec // connections closed for a time limit, by phase
+	openConns    func() int // connections open
 }
 
 // Buckets in seconds. The answer's make the platform's 3 s deadline and
@@ -45,6 +47,8 @@ func newMetrics() *metrics {
 		tokens:       counterVec{labels: []string{"result"}},
 		fsync:        newHistogram(fsyncBuckets),
 		storedRecord: func() int { return 0 },
+		connTimeouts: counterVec{labels: []string{"phase"}},
+		openConns:    func() int { return 0 },
 	}
 }
 
@@ -163,6 +167,8 @@ func (m *metrics) writeProm(w *bytes.Buffer) {
 	counters("cardcallback_tenant_token_refreshes_total", "tenant_access_token fetches, by result.", &m.tokens)
 	fmt.Fprintf(w, "# HELP cardcallback_stored_cards Records (cards and click states) in the store.\n# TYPE cardcallback_stored_cards gauge\ncardcallback_stored_cards %d\n", m.storedRecord())
 	hist("cardcallback_store_fsync_seconds", "Latency of the durable store's fdatasync (group commit).", m.fsync)
+	fmt.Fprintf(w, "# HELP cardcallback_open_connections Client connections open.\n# TYPE cardcallback_open_connections gauge\ncardcallback_open_connections %d\n", m.openConns())
+	counters("cardcallback_connection_timeouts_total", "Connections closed for a time limit, by phase: header, active or idle.", &m.connTimeouts)
 }
 
 // vars is the expvar view of the same counters.
@@ -192,6 +198,8 @@ func (m *metrics) vars() any {
 		"tenant_token_refreshes": counters(&m.tokens),
 		"stored_cards":           m.storedRecord(),
 		"store_fsync":            hist(m.fsync),
+		"open_connections":       m.openConns(),
+		"connection_timeouts":    counters(&m.connTimeouts),
 	}
 }
 
