@@ -101,7 +101,9 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 }
 
 // readBodyInto reads the whole body into buf's memory, at most maxBody
-// bytes; a Content-Length sizes the read at once.
+// bytes; a Content-Length sizes the read at once. The body, read to its
+// end, is closed: net/http would otherwise read it once more before the
+// answer, to make sure.
 func readBodyInto(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, error) {
 	body := http.MaxBytesReader(w, r.Body, maxBody)
 	if n := r.ContentLength; n > 0 && n <= maxBody && int64(cap(buf)) < n+1 {
@@ -115,6 +117,7 @@ func readBodyInto(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, e
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
+			r.Body.Close()
 			return buf, nil
 		}
 		if err != nil {
