@@ -340,8 +340,11 @@ func TestRunDropsSlowClients(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if want := `cardcallback_connection_timeouts_total{phase="header"} 1`; !strings.Contains(string(metrics), want) {
-		t.Errorf("metrics lack %s:\n%s", want, metrics)
+	// Open: only the connection this request came on.
+	for _, want := range []string{`cardcallback_connection_timeouts_total{phase="header"} 1`, "cardcallback_open_connections 1\n"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s:\n%s", want, metrics)
+		}
 	}
 	cancel()
 	if err := wait(); err != nil {
