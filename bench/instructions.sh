@@ -25,13 +25,8 @@ DURATION=${DURATION%s}
 PORT=18080
 URL="http://127.0.0.1:$PORT/webhook/card"
 
-for tool in wrk valgrind; do
-  if ! command -v $tool >/dev/null; then
-    echo "installing $tool" >&2
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $tool >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq $tool >/dev/null; fi
-  fi
-done
+source bench/lib.sh
+need wrk valgrind
 if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then echo "port $PORT is in use: stop what listens there first" >&2; exit 1; fi
 
 work=$(mktemp -d)
@@ -39,11 +34,7 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-if [ -n "${BIN:-}" ]; then cp "$BIN" "$work/cardcallback"; else go build -o "$work/cardcallback" .; fi
-go build -o "$work/ceiling" ./bench/ceiling
-export FEISHU_VERIFICATION_TOKEN=bench-verification-token
-export FEISHU_ENCRYPT_KEY=bench-encrypt-key
-export CARDCALLBACK_ADMIN_TOKEN=bench-admin-token
+build "$work"
 
 # replay FILE SECONDS: wrk at 8 connections; prints the requests it sent.
 replay() {

@@ -28,23 +28,15 @@ SERVER_CPU=${SERVER_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 PATHS=${PATHS:-"first repeat challenge new-first data-first"}
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
-fi
+source bench/lib.sh
+need wrk
 
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-if [ -n "${BIN:-}" ]; then cp "$BIN" "$work/cardcallback"; else go build -o "$work/cardcallback" .; fi
-go build -o "$work/ceiling" ./bench/ceiling
-
-export FEISHU_VERIFICATION_TOKEN=bench-verification-token
-export FEISHU_ENCRYPT_KEY=bench-encrypt-key
-export CARDCALLBACK_ADMIN_TOKEN=bench-admin-token
+build "$work"
 PORT=18080
 CEIL_PORT=18081
 URL="http://127.0.0.1:$PORT/webhook/card"
