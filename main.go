@@ -57,10 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	sink := newLogSink(stderr)
 	log := newLogger(cfg.logFormat, sink)
-	flushCtx, stopFlush := context.WithCancel(context.Background())
-	flushed := make(chan struct{})
-	go func() { sink.run(flushCtx); close(flushed) }()
-	defer func() { stopFlush(); <-flushed }()
+	defer background(context.Background(), sink.run)()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -70,10 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	defer st.Close()
 	if getenv("GOGC") == "" {
-		pacing, stopPacing := context.WithCancel(ctx)
-		paced := make(chan struct{})
-		go func() { paceGC(pacing, 5*time.Second, liveHeap); close(paced) }()
-		defer func() { stopPacing(); <-paced }()
+		defer background(ctx, func(ctx context.Context) { paceGC(ctx, 5*time.Second, liveHeap) })()
 	}
 
 	m := newMetrics()
@@ -102,10 +96,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	ct := newConnTimeouts(5*time.Second, cfg.respondWithin+15*time.Second, 2*time.Minute)
 	ct.cut = func(p connPhase) { m.connTimeouts.inc(p.String()) }
 	m.openConns = ct.open
-	sweeping, stopSweeping := context.WithCancel(context.Background())
-	swept := make(chan struct{})
-	go func() { ct.run(sweeping); close(swept) }()
-	defer func() { stopSweeping(); <-swept }()
+	// Sweeping goes on while shutdown drains connections.
+	defer background(context.Background(), ct.run)()
 	srv := &http.Server{
 		Handler:        newServer(log, cfg, st, rn, fc, m),
 		ConnState:      ct.connState,
@@ -131,6 +123,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// background runs loop on its own goroutine until ctx ends or the
+// returned stop is called; stop returns once loop has.
+func background(ctx context.Context, loop func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { loop(ctx); close(done) }()
+	return func() { cancel(); <-done }
 }
 
 // businessLogic is where the full release is wired. A Go user replaces

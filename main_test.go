@@ -351,3 +351,28 @@ func TestRunDropsSlowClients(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestBackgroundStopWaitsForTheLoop(t *testing.T) {
+	parent, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
+	ended := false
+	stop := background(parent, func(ctx context.Context) {
+		<-ctx.Done()
+		ended = true
+	})
+	stop() // must cancel the loop's context and wait for it
+	if !ended {
+		t.Error("stop returned before the loop did")
+	}
+
+	// The parent's end ends the loop too.
+	done := make(chan struct{})
+	stop = background(parent, func(ctx context.Context) { <-ctx.Done(); close(done) })
+	cancelParent()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second): // a safety net
+		t.Fatal("the loop outlived its parent context")
+	}
+	stop()
+}
