@@ -27,7 +27,7 @@ URL="http://127.0.0.1:$PORT/webhook/card"
 
 source bench/lib.sh
 need wrk valgrind
-if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then echo "port $PORT is in use: stop what listens there first" >&2; exit 1; fi
+free $PORT
 
 work=$(mktemp -d)
 pid=
@@ -41,23 +41,17 @@ replay() {
   wrk -t1 -c8 -d"$2s" -s bench/replay.lua "$URL" -- "$1" | awk '/requests in/ {print $1}'
 }
 
-wait_port() {
-  for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && return 0; sleep 0.1; done
-  echo "the server did not start" >&2
-  exit 1
-}
-emit() { "$work/cardcallback" loadtest -addr "127.0.0.1:$PORT" -prefix "om_${p}_" -emit "$work/$p.req" "${emit[@]}" >/dev/null; }
 
+# Under callgrind the server answers about 1,000 requests a second: a
+# first-click run gets a card for each it can send.
+n=$((DURATION * 3000))
 printf '%-12s %10s %18s\n' path requests "instructions/req"
 for p in $PATHS; do
-  # Under callgrind the server answers about 1,000 requests a second: a
-  # first-click run gets a card for each it can send.
-  n=$((DURATION * 3000))
   case $p in
-    first | ceiling) emit=(-requests "$n" -cards "$n") ;;
-    repeat) emit=(-requests 2000 -cards 1000) ;;
-    challenge) emit=(-requests 2000 -challenge) ;;
-    new-first) emit=(-requests "$n" -cards "$n" -generation new) ;;
+    first | ceiling) loadtest=(-requests "$n" -cards "$n") ;;
+    repeat) loadtest=(-requests 2000 -cards 1000) ;;
+    challenge) loadtest=(-requests 2000 -challenge) ;;
+    new-first) loadtest=(-requests "$n" -cards "$n" -generation new) ;;
     *) echo "unknown path $p (of: ceiling first repeat challenge new-first)" >&2; exit 2 ;;
   esac
   server=("$work/cardcallback" -addr "127.0.0.1:$PORT")
@@ -66,8 +60,8 @@ for p in $PATHS; do
     # against the bare handler.
     "${server[@]}" 2>/dev/null &
     pid=$!
-    wait_port
-    emit
+    wait_port $PORT
+    emit "$p" "${loadtest[@]}"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     server=("$work/ceiling" -addr "127.0.0.1:$PORT")
@@ -77,8 +71,8 @@ for p in $PATHS; do
   GODEBUG=asyncpreemptoff=1 GOMAXPROCS=1 valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$work/callgrind.$p.%p" "${server[@]}" 2>"$work/$p.log" &
   pid=$!
-  wait_port
-  if [ "$p" != ceiling ]; then emit; fi
+  wait_port $PORT 60 # valgrind starts slowly
+  if [ "$p" != ceiling ]; then emit "$p" "${loadtest[@]}"; fi
   if [ "$p" = repeat ]; then replay "$work/$p.req" 5 >/dev/null; fi # each card's first click
   callgrind_control -i on "$pid" >/dev/null 2>&1
   sent=$(replay "$work/$p.req" "$DURATION")

@@ -20,6 +20,32 @@ build() {
   go build -o "$1/ceiling" ./bench/ceiling
 }
 
+# free PORT...: stops the script if something already listens on a port.
+free() {
+  local p
+  for p; do
+    if curl -s -o /dev/null "http://127.0.0.1:$p/"; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
+  done
+}
+
+# wait_port PORT [SECONDS]: waits for a server to answer on PORT, 10 s at
+# most unless told.
+wait_port() {
+  local _
+  for _ in $(seq $((${2:-10} * 20))); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done
+  echo "port $1 did not open" >&2
+  exit 1
+}
+
+# emit NAME ARGS...: stores cards on the server at $PORT and prepares
+# requests in $work/NAME.req (loadtest -emit with ARGS), then syncs so that
+# the run does not pay for writing the cards back.
+emit() {
+  local name=$1; shift
+  "$work/cardcallback" loadtest -addr "127.0.0.1:$PORT" -prefix "om_${name}_" -emit "$work/$name.req" "$@" >/dev/null
+  sync
+}
+
 # The secrets the benchmark servers and their requests share.
 export FEISHU_VERIFICATION_TOKEN=bench-verification-token
 export FEISHU_ENCRYPT_KEY=bench-encrypt-key

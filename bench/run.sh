@@ -41,10 +41,7 @@ PORT=18080
 CEIL_PORT=18081
 URL="http://127.0.0.1:$PORT/webhook/card"
 
-for p in $PORT $CEIL_PORT; do
-  if curl -s -o /dev/null "http://127.0.0.1:$p/"; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
-done
-wait_port() { for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
+free $PORT $CEIL_PORT
 
 # start_server SERVER-ARGS...: a fresh callback server, pinned, so each path is
 # measured with only its own cards in memory. Its logs are formatted and
@@ -66,13 +63,6 @@ stop_server() {
   sync
 }
 
-# emit NAME ARGS...: stores cards on the running server and prepares
-# requests, then syncs so the run does not pay for writing back the cards.
-emit() {
-  local name=$1; shift
-  "$work/cardcallback" loadtest -addr "127.0.0.1:$PORT" -prefix "om_${name}_" -emit "$work/$name.req" "$@" >/dev/null
-  sync
-}
 
 # run_wrk PID URL FILE: prints "requests/s p99-ms non-2xx cpu-µs-per-request",
 # the last from the server's own CPU time (user and system) over the run.
