@@ -172,8 +172,8 @@ func (t *connTimeouts) sweep(now time.Duration) {
 	for c := range t.conns {
 		p, since := unpack(c.state.Load())
 		if now-since > t.limit[p]+t.period {
-			// Closed, it is net/http's to report as closed; it is not
-			// counted twice, since closing it again changes nothing.
+			// Forgotten now, so that it is closed and counted once;
+			// net/http reports it closed later.
 			delete(t.conns, c)
 			c.Close()
 			t.cut(p)

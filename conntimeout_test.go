@@ -39,11 +39,11 @@ func TestConnTimeoutsKeepEachLimit(t *testing.T) {
 	// Limits that are not whole periods, as -respond-within makes the
 	// active one.
 	const header, active, idle = 5500 * time.Millisecond, 17250 * time.Millisecond, 2 * time.Minute
-	limits := map[connPhase]time.Duration{phaseHeader: header, phaseActive: active, phaseIdle: idle}
 	for p := range numPhases {
 		for _, offset := range []time.Duration{0, time.Millisecond, 500 * time.Millisecond, time.Second - time.Nanosecond} {
 			t.Run(fmt.Sprintf("%s/%v", p, offset), func(t *testing.T) {
 				ct := newConnTimeouts(header, active, idle)
+				limit := ct.limit[p]
 				var cut []connPhase
 				ct.cut = func(p connPhase) { cut = append(cut, p) }
 				fc := &fakeConn{}
@@ -60,15 +60,15 @@ func TestConnTimeoutsKeepEachLimit(t *testing.T) {
 					ct.connState(c, http.StateIdle)
 				}
 				for now := 11 * time.Second; fc.closed == 0; now += ct.period {
-					if now > began+limits[p]+time.Minute {
+					if now > began+limit+time.Minute {
 						t.Fatalf("still open at %v, %v into the phase", now, now-began)
 					}
 					ct.sweep(now)
 					if fc.closed == 0 {
 						continue
 					}
-					if age := now - began; age <= limits[p] || age > limits[p]+2*ct.period {
-						t.Errorf("closed %v into the phase, want in (%v, %v]", age, limits[p], limits[p]+2*ct.period)
+					if age := now - began; age <= limit || age > limit+2*ct.period {
+						t.Errorf("closed %v into the phase, want in (%v, %v]", age, limit, limit+2*ct.period)
 					}
 				}
 				if len(cut) != 1 || cut[0] != p {
@@ -249,5 +249,45 @@ func TestConnTimeoutsOnAServer(t *testing.T) {
 	})
 	if n := ct.open(); n != 0 {
 		t.Errorf("%d connections still tracked, want 0", n)
+	}
+}
+
+// TestTimedConnKeepsTheHalfClose checks that a timed connection can still
+// be half closed, as net/http does after a body too large to read so that
+// the client reads the answer: the peer sees the end of the stream while
+// the connection still reads.
+func TestTimedConnKeepsTheHalfClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ct := newConnTimeouts(time.Second, time.Second, time.Second)
+	tl := ct.listener(ln)
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sc, err := tl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	cw, ok := sc.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("a timed connection has no CloseWrite")
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	client.SetDeadline(time.Now().Add(30 * time.Second)) // a safety net
+	if b, err := io.ReadAll(client); err != nil || len(b) != 0 {
+		t.Fatalf("the client read %q, %v; want the end of the stream", b, err)
+	}
+	fmt.Fprint(client, "still open")
+	b := make([]byte, len("still open"))
+	if _, err := io.ReadFull(sc, b); err != nil || string(b) != "still open" {
+		t.Errorf("after the half close the server read %q, %v", b, err)
 	}
 }
