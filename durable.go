@@ -36,9 +36,9 @@ import (
 //
 // A write is acknowledged once its frame is on disk (fdatasync); writers
 // that arrive while a sync runs share the next one (group commit). On open
-// the log is replayed into memory; reads never touch the disk. When dead
-// frames outnumber live records the log is rewritten with only live records
-// and renamed into place.
+// the log is replayed into memory; reads never touch the disk. When the
+// log's dead bytes outnumber its live ones the log is rewritten with only
+// live records and renamed into place.
 
 var (
 	fileMagic   = []byte("CARDCB\x00\x02")
@@ -51,8 +51,11 @@ const (
 	opState  = 3
 	// maxFrame bounds a frame's payload: a 1 MiB card plus its state.
 	maxFrame = 8 << 20
-	// minCompact is the fewest dead frames worth a compaction.
-	minCompact = 1024
+	// minCompact is the fewest dead bytes worth a compaction.
+	minCompact = 1 << 20
+	// recordFraming is about what a record's frame adds to its id, card
+	// and meta chunk (table.go): the frame header, the op and two lengths.
+	recordFraming = 12
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -81,9 +84,10 @@ type fileStore struct {
 	pending []byte // frames not yet written
 	spare   []byte
 	cur     *batch // the batch pending belongs to
-	frames  int    // frames in the log, pending included
-	broken  error  // a failed write or sync: the log's tail is unknown
-	closed  bool
+	// logBytes is the size of the log's frames, pending included.
+	logBytes int64
+	broken   error // a failed write or sync: the log's tail is unknown
+	closed   bool
 
 	kick chan struct{}
 	stop chan struct{}
@@ -155,7 +159,7 @@ func (s *fileStore) load(repair bool) error {
 		return err
 	}
 	size := fi.Size()
-	end, frames, v1, damage := replay(f, size, s.recs)
+	end, v1, damage := replay(f, size, s.recs)
 	switch {
 	case errors.Is(damage, errNotOurs):
 		f.Close()
@@ -206,7 +210,7 @@ func (s *fileStore) load(repair bool) error {
 		f.Close()
 		return err
 	}
-	s.f, s.frames = f, frames
+	s.f, s.logBytes = f, end-int64(len(fileMagic))
 	return nil
 }
 
@@ -240,50 +244,48 @@ func (s *fileStore) repairTo(end int64) (*os.File, error) {
 }
 
 // replay applies every valid frame of f to recs. It returns the offset
-// where the valid log ends, the number of frames, and what stopped it
-// before size, if anything.
-func replay(f *os.File, size int64, recs *table) (end int64, frames int, v1 bool, damage error) {
+// where the valid log ends and what stopped it before size, if anything.
+func replay(f *os.File, size int64, recs *table) (end int64, v1 bool, damage error) {
 	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20)
 	head := make([]byte, len(fileMagic))
 	n, _ := io.ReadFull(r, head)
 	v1 = string(head) == string(fileMagicV1)
 	if !v1 && string(head) != string(fileMagic) {
 		if size == 0 || (n < len(fileMagic) && string(head[:n]) == string(fileMagic[:n])) {
-			return 0, 0, false, nil // new, or created by a crash before its header
+			return 0, false, nil // new, or created by a crash before its header
 		}
-		return 0, 0, false, errNotOurs
+		return 0, false, errNotOurs
 	}
 	end = int64(len(fileMagic))
 	var hdr [8]byte
 	var payload []byte
 	for end < size {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return end, frames, v1, errors.New("incomplete frame header")
+			return end, v1, errors.New("incomplete frame header")
 		}
 		n := binary.LittleEndian.Uint32(hdr[0:4])
 		if n == 0 || n > maxFrame {
-			return end, frames, v1, fmt.Errorf("impossible frame length %d", n)
+			return end, v1, fmt.Errorf("impossible frame length %d", n)
 		}
 		if int64(n) > size-end-8 {
-			return end, frames, v1, errors.New("frame runs past the end of the file")
+			return end, v1, errors.New("frame runs past the end of the file")
 		}
 		if cap(payload) < int(n) {
 			payload = make([]byte, n)
 		}
 		payload = payload[:n]
 		if _, err := io.ReadFull(r, payload); err != nil {
-			return end, frames, v1, err
+			return end, v1, err
 		}
 		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:8]) {
-			return end, frames, v1, errors.New("checksum mismatch")
+			return end, v1, errors.New("checksum mismatch")
 		}
 		if err := applyFrame(payload, recs); err != nil {
-			return end, frames, v1, err
+			return end, v1, err
 		}
 		end += 8 + int64(n)
-		frames++
 	}
-	return end, frames, v1, nil
+	return end, v1, nil
 }
 
 // isTornTail reports whether the invalid bytes from end to size can be a
@@ -401,12 +403,13 @@ func (s *fileStore) apply(id string, fn func(*Record) *Record, sync bool) (*batc
 		s.mu.Unlock()
 		return nil, nil
 	}
+	n := len(s.pending)
 	if cur != nil && r != nil && bytes.Equal(cur.Card, r.Card) && slices.Equal(cur.Allow, r.Allow) {
 		s.pending = appendStateFrame(s.pending, id, r)
 	} else {
 		s.pending = appendFrame(s.pending, id, r)
 	}
-	s.frames++
+	s.logBytes += int64(len(s.pending) - n)
 	b := s.cur
 	s.mu.Unlock()
 	if sync {
@@ -457,10 +460,20 @@ func (s *fileStore) expired(cutoff time.Time) func(*slot) bool {
 	return func(r *slot) bool { return r.updated < c && !r.running }
 }
 
-// tooManyDead reports whether dead frames outnumber live records. Called
-// with s.mu held.
+// tooManyDead reports whether the log's dead bytes (frames a later one
+// replaced) outnumber its live ones, and are worth a rewrite. Counting
+// frames instead would rewrite every card for a run of small click-state
+// frames, and did, in the middle of a burst of first clicks. Called with
+// s.mu held.
 func (s *fileStore) tooManyDead() bool {
-	return s.frames-s.recs.len() > max(s.recs.len(), minCompact)
+	live := s.liveBytes()
+	return s.logBytes-live > max(live, minCompact)
+}
+
+// liveBytes is about the size of the log once compacted: a frame for
+// each record. Called with s.mu held.
+func (s *fileStore) liveBytes() int64 {
+	return int64(s.recs.storedBytes() + recordFraming*s.recs.len())
 }
 
 // startCompaction claims the compaction when none runs and need holds.
@@ -529,8 +542,9 @@ func (s *fileStore) flush() {
 }
 
 // compact rewrites the log with only live records and renames it into
-// place. The caller has claimed it with startCompaction. Writers go on meanwhile: frames written after the snapshot are
-// appended to the new file before the rename. A crash at any step leaves
+// place. The caller has claimed it with startCompaction. Writers go on
+// meanwhile: frames written after the snapshot are appended to the new
+// file before the rename. A crash at any step leaves
 // either the old log or the complete new one.
 func (s *fileStore) compact() (err error) {
 	defer func() {
@@ -547,6 +561,9 @@ func (s *fileStore) compact() (err error) {
 	}
 	snap := s.recs.view()
 	records := s.recs.len()
+	// What is logged from here on goes into the new file too, after the
+	// snapshot.
+	logged := s.logBytes
 	s.fileMu.Lock()
 	s.tail = []byte{}
 	s.fileMu.Unlock()
@@ -567,9 +584,11 @@ func (s *fileStore) compact() (err error) {
 	w := bufio.NewWriterSize(tmp, 1<<20)
 	w.Write(fileMagic)
 	var frame []byte
+	var written int64
 	snap.each(func(id, card, meta []byte) bool {
 		frame = appendPutFrame(frame[:0], id, card, meta)
 		w.Write(frame)
+		written += int64(len(frame))
 		return true
 	})
 	if err = w.Flush(); err == nil {
@@ -604,7 +623,7 @@ func (s *fileStore) compact() (err error) {
 	s.fileMu.Unlock()
 	old.Close()
 	s.mu.Lock()
-	s.frames = s.recs.len()
+	s.logBytes = written + s.logBytes - logged
 	s.mu.Unlock()
 	if s.hook != nil {
 		if err := s.hook("renamed"); err != nil {

@@ -35,6 +35,9 @@ type table struct {
 	nslots uint32 // slots handed out, free ones included
 	free   []uint32
 	n      int // records
+	// stored is the bytes of the records' ids, cards and meta chunks:
+	// what a data file's frames of them hold, besides their framing.
+	stored int
 
 	blocks     []block
 	cur        uint32   // the block chunks are appended to
@@ -55,6 +58,9 @@ const (
 
 // span locates a chunk's bytes; n is their length plus one, 0 for nil.
 type span struct{ block, off, n uint32 }
+
+// len is the length of the chunk's bytes.
+func (sp span) len() int { return int(max(sp.n, 1) - 1) }
 
 // slot is one record: where its bytes are, and what the store's
 // housekeeping reads without decoding it. It holds no pointers
@@ -84,6 +90,9 @@ func newTable() *table {
 }
 
 func (t *table) len() int { return t.n }
+
+// storedBytes is the bytes of the records' ids, cards and meta chunks.
+func (t *table) storedBytes() int { return t.stored }
 
 func (t *table) slot(i uint32) *slot { return &t.pages[i/slotsPerPage][i%slotsPerPage] }
 
@@ -153,6 +162,7 @@ func (t *table) putAt(i uint32, r *Record) {
 	t.scratch = encodeMeta(t.scratch[:0], r)
 	s.meta = t.write(i, t.scratch)
 	s.updated, s.running = unixNano(r.Updated), running(r)
+	t.stored += s.card.len() + s.meta.len() - old.card.len() - old.meta.len()
 	if old.card != s.card && old.card != s.done {
 		t.release(old.card)
 	}
@@ -214,6 +224,7 @@ func (t *table) deleteAt(i uint32) {
 		t.release(s.done)
 	}
 	t.release(s.meta)
+	t.stored -= s.id.len() + s.card.len() + s.meta.len()
 	*s = slot{}
 	t.free = append(t.free, i)
 	t.n--
@@ -241,6 +252,7 @@ func (t *table) newSlot(id string) uint32 {
 	t.index[h] = i
 	t.scratch = append(t.scratch[:0], id...)
 	s.id = t.write(i, t.scratch)
+	t.stored += s.id.len()
 	t.n++
 	return i
 }

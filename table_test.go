@@ -222,6 +222,13 @@ func TestTableAgainstAMap(t *testing.T) {
 		}
 	}
 	check(t, tb, want)
+	stored := 0
+	for id, r := range want {
+		stored += len(id) + len(r.Card) + len(encodeMeta(nil, r))
+	}
+	if tb.storedBytes() != stored {
+		t.Errorf("the table counts %d stored bytes, its records hold %d", tb.storedBytes(), stored)
+	}
 	for i, h := range readers {
 		if !bytes.Equal(h.rec.Card, h.card) {
 			t.Fatalf("record %d read earlier changed under its reader", i)
