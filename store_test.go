@@ -360,6 +360,41 @@ func TestFileStoreCountsTheCompactedLog(t *testing.T) {
 	}
 }
 
+func TestFileStoreCompactionInterrupted(t *testing.T) {
+	for _, step := range []string{"snapshot written", "tail appended", "renamed"} {
+		t.Run(step, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "cards.db")
+			s, _ := openTestStore(t, path, false)
+			fillStore(t, s)
+			s.hook = func(at string) error {
+				if at == "snapshot written" {
+					// Writers go on while the snapshot is copied.
+					put(t, s, "om_during", `{"during":true}`)
+				}
+				if at == step {
+					return errors.New("crash")
+				}
+				return nil
+			}
+			if !s.startCompaction(func() bool { return true }) {
+				t.Fatal("could not claim the compaction")
+			}
+			if err := s.compact(); err == nil || err.Error() != "crash" {
+				t.Fatalf("got %v, want the injected crash", err)
+			}
+			put(t, s, "om_after", `{"after":true}`)
+			want := snapshot(s)
+			// A crash: the process ends with whatever is on disk. Every
+			// write above was acknowledged, so all of it must be there.
+			s = reopen(t, s, path)
+			sameRecords(t, snapshot(s), want)
+			if _, err := os.Stat(path + ".tmp"); err == nil {
+				t.Error("the unfinished compaction's file was left behind")
+			}
+		})
+	}
+}
+
 func TestFileStoreRetention(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cards.db")
 	s, err := openFileStore(path, false, time.Hour, slog.New(slog.DiscardHandler))
