@@ -544,8 +544,8 @@ func (s *fileStore) flush() {
 // compact rewrites the log with only live records and renames it into
 // place. The caller has claimed it with startCompaction. Writers go on
 // meanwhile: frames written after the snapshot are appended to the new
-// file before the rename. A crash at any step leaves
-// either the old log or the complete new one.
+// file before the rename. A crash at any step leaves either the old log or
+// the complete new one.
 func (s *fileStore) compact() (err error) {
 	defer func() {
 		s.mu.Lock()
