@@ -294,25 +294,30 @@ func TestFileStoreCompaction(t *testing.T) {
 
 // Click states are small frames: thousands of them beside a few large
 // cards leave the log mostly live, and rewriting every card for them
-// would be a waste. A count of frames called for one every 1,024 states.
+// would be a waste. A count of frames called for a rewrite every 1,024
+// states; the dead bytes here are past minCompact but not past the live.
 func TestFileStoreStatesDoNotCompactLargeCards(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cards.db")
 	s, logs := openTestStore(t, path, false)
-	pad := strings.Repeat("x", 200<<10)
-	for i := range 10 { // 2 MB of cards
+	pad := strings.Repeat("x", 500<<10)
+	for i := range 10 { // 5 MB of cards
 		put(t, s, fmt.Sprintf("om_%d", i), fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, pad))
 	}
-	for i := range 5000 { // about 290 KB of states
+	for i := range 25000 { // about 1.4 MB of states
 		st := ClickState{Key: ClickKey{PublishButton, "b"}, Status: StatusFailed, Reason: fmt.Sprintf("try %d", i), Operator: "ou_1"}
-		if err := s.Update(fmt.Sprintf("om_%d", i%10), func(cur *Record) *Record { return cur.withClick(st, nil, time.Now()) }); err != nil {
+		update := s.UpdateNoWait
+		if i%1000 == 999 {
+			update = s.Update // a sync, after which a compaction is considered
+		}
+		if err := update(fmt.Sprintf("om_%d", i%10), func(cur *Record) *Record { return cur.withClick(st, nil, time.Now()) }); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.mu.Lock()
 	logged, live := s.logBytes, s.liveBytes()
 	s.mu.Unlock()
-	if logged-live < 200<<10 || logged-live > 400<<10 {
-		t.Errorf("the log holds %d dead bytes, want those of 4,990 states (200–400 KB)", logged-live)
+	if dead := logged - live; dead < minCompact || dead > live {
+		t.Fatalf("the log holds %d dead bytes beside %d live, want more than %d and less than the live", dead, live, minCompact)
 	}
 	s.Close()
 	if strings.Contains(logs.String(), "compacted") {
