@@ -263,7 +263,7 @@ func (t *table) bytes(sp span) []byte {
 	if sp.n == 0 {
 		return nil
 	}
-	end := sp.off + sp.n - 1
+	end := sp.off + uint32(sp.len())
 	return t.blocks[sp.block].b[sp.off:end:end]
 }
 
@@ -308,7 +308,7 @@ func (t *table) release(sp span) {
 		return
 	}
 	blk := &t.blocks[sp.block]
-	blk.dead += chunkHead + int(sp.n) - 1
+	blk.dead += chunkHead + sp.len()
 	if 2*blk.dead >= len(blk.b) {
 		t.todo = append(t.todo, sp.block)
 	}
