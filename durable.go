@@ -562,7 +562,9 @@ func (s *fileStore) compact() (err error) {
 	snap := s.recs.view()
 	records := s.recs.len()
 	// What is logged from here on goes into the new file too, after the
-	// snapshot.
+	// snapshot. Frames pending now go into its tail as well but were
+	// counted before, so the new count is short by at most one batch: the
+	// next compaction comes that much later.
 	logged := s.logBytes
 	s.fileMu.Lock()
 	s.tail = []byte{}

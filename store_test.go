@@ -337,7 +337,9 @@ func TestFileStoreCountsTheCompactedLog(t *testing.T) {
 	for i := range 300 {
 		put(t, s, fmt.Sprintf("om_%d", i%100), fmt.Sprintf(`{"v":%d}`, i))
 		st := ClickState{Key: ClickKey{PublishButton, "b"}, Status: StatusDone, Operator: "ou_1"}
-		s.Update(fmt.Sprintf("om_%d", i%100), func(cur *Record) *Record { return cur.withClick(st, nil, time.Now()) })
+		if err := s.Update(fmt.Sprintf("om_%d", i%100), func(cur *Record) *Record { return cur.withClick(st, nil, time.Now()) }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if !s.startCompaction(func() bool { return true }) {
 		t.Fatal("could not claim the compaction")
