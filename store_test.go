@@ -341,21 +341,10 @@ func TestFileStoreCountsTheCompactedLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s.hook = func(at string) error {
-		if at == "snapshot written" {
-			// Written while the snapshot is copied: it goes into the
-			// new file after it, and is counted.
-			put(t, s, "om_during", `{"during":true}`)
-		}
-		return nil
-	}
-	if !s.startCompaction(func() bool { return true }) {
-		t.Fatal("could not claim the compaction")
-	}
-	if err := s.compact(); err != nil {
+	// om_during goes into the new file after the snapshot, and is counted.
+	if err := compactWriting(t, s, ""); err != nil {
 		t.Fatal(err)
 	}
-	s.hook = nil
 	s.mu.Lock()
 	logged, live := s.logBytes, s.liveBytes()
 	s.mu.Unlock()
@@ -377,26 +366,34 @@ func TestFileStoreCountsTheCompactedLog(t *testing.T) {
 	}
 }
 
+// compactWriting runs a compaction of s that writes om_during while the
+// snapshot is copied, as writers go on meanwhile, and fails with "crash" at
+// the step named crashAt ("" for none).
+func compactWriting(t *testing.T, s *fileStore, crashAt string) error {
+	t.Helper()
+	s.hook = func(at string) error {
+		if at == "snapshot written" {
+			put(t, s, "om_during", `{"during":true}`)
+		}
+		if at == crashAt {
+			return errors.New("crash")
+		}
+		return nil
+	}
+	defer func() { s.hook = nil }()
+	if !s.startCompaction(func() bool { return true }) {
+		t.Fatal("could not claim the compaction")
+	}
+	return s.compact()
+}
+
 func TestFileStoreCompactionInterrupted(t *testing.T) {
 	for _, step := range []string{"snapshot written", "tail appended", "renamed"} {
 		t.Run(step, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "cards.db")
 			s, _ := openTestStore(t, path, false)
 			fillStore(t, s)
-			s.hook = func(at string) error {
-				if at == "snapshot written" {
-					// Writers go on while the snapshot is copied.
-					put(t, s, "om_during", `{"during":true}`)
-				}
-				if at == step {
-					return errors.New("crash")
-				}
-				return nil
-			}
-			if !s.startCompaction(func() bool { return true }) {
-				t.Fatal("could not claim the compaction")
-			}
-			if err := s.compact(); err == nil || err.Error() != "crash" {
+			if err := compactWriting(t, s, step); err == nil || err.Error() != "crash" {
 				t.Fatalf("got %v, want the injected crash", err)
 			}
 			put(t, s, "om_after", `{"after":true}`)
