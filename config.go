@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -32,6 +33,7 @@ type config struct {
 	data              string
 	repair            bool
 	retention         time.Duration
+	fastPath          bool
 }
 
 // devMode is true without a verification token: nothing is verified.
@@ -59,16 +61,16 @@ func (c *config) flagSet(name string, getenv func(string) string, stderr io.Writ
 		return def
 	}
 	durEnv := func(key string, def time.Duration) time.Duration {
-		v := getenv(key)
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("%s: %w", key, err))
-			return def
-		}
-		return d
+		return parseEnv(getenv, key, def, time.ParseDuration, &envErrs)
+	}
+	boolEnv := func(key string, def bool) bool {
+		return parseEnv(getenv, key, def, func(v string) (bool, error) {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return false, fmt.Errorf("want true or false, got %q", v)
+			}
+			return b, nil
+		}, &envErrs)
 	}
 	var allow string
 	fs.StringVar(&c.addr, "addr", env("CARDCALLBACK_ADDR", "127.0.0.1:8080"), "listen `address` (env CARDCALLBACK_ADDR)")
@@ -89,11 +91,27 @@ func (c *config) flagSet(name string, getenv func(string) string, stderr io.Writ
 	fs.StringVar(&c.data, "data", getenv("CARDCALLBACK_DATA"), "durable store `file` (env CARDCALLBACK_DATA); empty = in memory")
 	fs.BoolVar(&c.repair, "repair", false, "start from the longest valid prefix of a damaged data file, moving the file aside")
 	fs.DurationVar(&c.retention, "retention", durEnv("CARDCALLBACK_RETENTION", 0), "drop cards and states older than this at compaction (env CARDCALLBACK_RETENTION); 0 = keep")
+	fs.BoolVar(&c.fastPath, "fast-path", boolEnv("CARDCALLBACK_FAST_PATH", true), "read callbacks off the connection, handing other requests to net/http (env CARDCALLBACK_FAST_PATH); false = net/http serves everything")
 	finish := func() error {
 		c.allow = splitList(allow)
 		return errors.Join(envErrs...)
 	}
 	return fs, finish
+}
+
+// parseEnv is the environment variable key read with parse, or def when
+// it is not set or does not parse; what does not parse is added to errs.
+func parseEnv[T any](getenv func(string) string, key string, def T, parse func(string) (T, error), errs *[]error) T {
+	v := getenv(key)
+	if v == "" {
+		return def
+	}
+	x, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s: %w", key, err))
+		return def
+	}
+	return x
 }
 
 // parseConfig reads the server's configuration and checks it.

@@ -123,27 +123,44 @@ func (l timedListener) Accept() (net.Conn, error) {
 }
 
 // connState is the http.Server's ConnState hook: it tracks the phases of
-// the connections the server's listener came from t.listener.
+// the connections the server's listener came from t.listener, or from the
+// fast path (a handedConn).
 func (t *connTimeouts) connState(nc net.Conn, s http.ConnState) {
-	c, ok := nc.(*timedConn)
+	tc, ok := nc.(interface{ timed() *timedConn })
 	if !ok {
+		return
+	}
+	c := tc.timed()
+	if c == nil {
 		return
 	}
 	switch s {
 	case http.StateNew:
-		c.enter(phaseHeader)
-		t.mu.Lock()
-		t.conns[c] = struct{}{}
-		t.mu.Unlock()
+		t.track(c)
 	case http.StateActive:
 		c.enter(phaseActive)
 	case http.StateIdle:
 		c.enter(phaseIdle)
 	case http.StateHijacked, http.StateClosed:
-		t.mu.Lock()
-		delete(t.conns, c)
-		t.mu.Unlock()
+		t.forget(c)
 	}
+}
+
+func (c *timedConn) timed() *timedConn { return c }
+
+// track times c from now on, reading its headers.
+func (t *connTimeouts) track(c *timedConn) {
+	c.enter(phaseHeader)
+	t.mu.Lock()
+	t.conns[c] = struct{}{}
+	t.mu.Unlock()
+}
+
+// forget stops timing c.
+func (t *connTimeouts) forget(c *timedConn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
 }
 
 // run sweeps every period until ctx ends.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -134,22 +133,36 @@ func TestConnTimeoutsPhases(t *testing.T) {
 // in its headers, in its body or between requests is cut off at its
 // phase's limit and not before, and a client that keeps to them is served.
 func TestConnTimeoutsOnAServer(t *testing.T) {
+	t.Run("net/http", func(t *testing.T) { testConnTimeoutsOnAServer(t, false) })
+	t.Run("fast path", func(t *testing.T) { testConnTimeoutsOnAServer(t, true) })
+}
+
+func testConnTimeoutsOnAServer(t *testing.T, fast bool) {
 	const header, active, idle = 5 * time.Second, 17 * time.Second, 2 * time.Minute
 	ct := newConnTimeouts(header, active, idle)
 	states := make(chan http.ConnState, 16)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.ReadAll(r.Body); err != nil {
 			return // cut off
 		}
+		w.Header()["Content-Length"] = []string{"2"}
 		io.WriteString(w, "ok")
-	}))
-	srv.Listener = ct.listener(srv.Listener)
-	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+	})
+	hook := func(c net.Conn, s http.ConnState) {
 		ct.connState(c, s)
 		states <- s
 	}
-	srv.Start()
-	defer srv.Close()
+	var addr string
+	if fast {
+		addr = startFast(t, "/", h, ct, hook).addr
+	} else {
+		srv := httptest.NewUnstartedServer(h)
+		srv.Listener = ct.listener(srv.Listener)
+		srv.Config.ConnState = hook
+		srv.Start()
+		defer srv.Close()
+		addr = srv.Listener.Addr().String()
+	}
 	// next returns the next state of the test's one connection.
 	next := func(t *testing.T) http.ConnState {
 		t.Helper()
@@ -171,14 +184,7 @@ func TestConnTimeoutsOnAServer(t *testing.T) {
 	cutOff := func(t *testing.T, conn net.Conn) {
 		t.Helper()
 		conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // a safety net
-		b, err := io.ReadAll(conn)
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.Fatal("the server still holds the connection")
-		}
-		if len(b) > 0 {
-			t.Errorf("got %q, want the connection closed without an answer", b)
-		}
+		wantClosed(t, conn)
 		// net/http reports a connection it read part of a request from
 		// as active before it reports it closed.
 		s := next(t)
@@ -203,7 +209,7 @@ func TestConnTimeoutsOnAServer(t *testing.T) {
 	}
 	dial := func(t *testing.T) (net.Conn, *bufio.Reader) {
 		t.Helper()
-		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,39 +261,52 @@ func TestConnTimeoutsOnAServer(t *testing.T) {
 // TestTimedConnKeepsTheHalfClose checks that a timed connection can still
 // be half closed, as net/http does after a body too large to read so that
 // the client reads the answer: the peer sees the end of the stream while
-// the connection still reads.
+// the connection still reads. So can a timed connection the fast path
+// hands to net/http.
 func TestTimedConnKeepsTheHalfClose(t *testing.T) {
+	for _, handed := range []bool{false, true} {
+		ct := newConnTimeouts(time.Second, time.Second, time.Second)
+		client, sc := acceptedPair(t, func(ln net.Listener) net.Listener { return ct.listener(ln) })
+		if handed {
+			sc = &handedConn{sc, bufio.NewReader(sc)}
+		}
+		cw, ok := sc.(interface{ CloseWrite() error })
+		if !ok {
+			t.Fatalf("%T has no CloseWrite", sc)
+		}
+		if err := cw.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := io.ReadAll(client); err != nil || len(b) != 0 {
+			t.Fatalf("%T: the client read %q, %v; want the end of the stream", sc, b, err)
+		}
+		fmt.Fprint(client, "still open")
+		b := make([]byte, len("still open"))
+		if _, err := io.ReadFull(sc, b); err != nil || string(b) != "still open" {
+			t.Errorf("%T: after the half close the server read %q, %v", sc, b, err)
+		}
+	}
+}
+
+// acceptedPair connects a client to a loopback listener, wrapped by wrap,
+// and returns both ends; the test closes them.
+func acceptedPair(t *testing.T, wrap func(net.Listener) net.Listener) (client, server net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	ct := newConnTimeouts(time.Second, time.Second, time.Second)
-	tl := ct.listener(ln)
-	client, err := net.Dial("tcp", ln.Addr().String())
+	client, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	sc, err := tl.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	cw, ok := sc.(interface{ CloseWrite() error })
-	if !ok {
-		t.Fatal("a timed connection has no CloseWrite")
-	}
-	if err := cw.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { client.Close() })
 	client.SetDeadline(time.Now().Add(30 * time.Second)) // a safety net
-	if b, err := io.ReadAll(client); err != nil || len(b) != 0 {
-		t.Fatalf("the client read %q, %v; want the end of the stream", b, err)
+	server, err = wrap(ln).Accept()
+	if err != nil {
+		t.Fatal(err)
 	}
-	fmt.Fprint(client, "still open")
-	b := make([]byte, len("still open"))
-	if _, err := io.ReadFull(sc, b); err != nil || string(b) != "still open" {
-		t.Errorf("after the half close the server read %q, %v", b, err)
-	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
 }

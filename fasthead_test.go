@@ -236,3 +236,16 @@ func (ref *referenceServer) serve(t *testing.T, in []byte) *seenRequest {
 	defer ref.mu.Unlock()
 	return ref.seen
 }
+
+// BenchmarkParseHead reads the head of a legacy click as the platform
+// sends it.
+func BenchmarkParseHead(b *testing.B) {
+	in := []byte("POST /webhook/card HTTP/1.1\r\nHost: cb.example.com\r\nUser-Agent: Go-http-client/1.1\r\nContent-Length: 230\r\nContent-Type: application/json; charset=utf-8\r\n" +
+		"X-Lark-Request-Nonce: 1234567890\r\nX-Lark-Request-Timestamp: 1700000000\r\nX-Lark-Signature: 0123456789abcdef0123456789abcdef01234567\r\nX-Request-Id: 20261207211330-abcdef\r\nAccept-Encoding: gzip\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, v := parseHead(in, []byte(fastLine), fastReadSize); v != headMore && v != headFast {
+			b.Fatal(v)
+		}
+	}
+}

@@ -104,11 +104,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "path", cfg.path, "store", storeName(cfg))
+	// net/http serves what the fast path hands it, or everything.
+	l, drain := ct.listener(ln), func(context.Context) error { return nil }
+	if cfg.fastPath {
+		fp := newFastPath(l, cfg.path, srv, log)
+		fp.handedOff = func(v headVerdict) { m.handoffs.inc(v.String()) }
+		go fp.serve()
+		l, drain = fp, fp.shutdown
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "path", cfg.path, "store", storeName(cfg), "fast_path", cfg.fastPath)
 	sink.Flush()
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ct.listener(ln)) }()
+	go func() { errc <- srv.Serve(l) }()
 	select {
 	case err := <-errc:
 		return err
@@ -117,7 +125,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	log.Info("shutting down: draining requests and running logic", "timeout", cfg.shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.shutdownTimeout)
 	defer cancel()
-	errs := []error{srv.Shutdown(sctx), rn.shutdown(sctx)}
+	// Both servers drain at once: each stops taking requests at the start.
+	drained := make(chan error, 1)
+	go func() { drained <- drain(sctx) }()
+	errs := []error{srv.Shutdown(sctx), <-drained, rn.shutdown(sctx)}
 	if err := errors.Join(errs...); err != nil {
 		log.Warn("shutdown was not clean", "err", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -62,10 +63,15 @@ func watchLog(r io.Reader, logs *syncBuffer) (addr <-chan string, read <-chan st
 }
 
 func TestRunEndToEnd(t *testing.T) {
+	t.Run("fast path", func(t *testing.T) { testRunEndToEnd(t, nil, true) })
+	t.Run("net/http", func(t *testing.T) { testRunEndToEnd(t, []string{"-fast-path=false"}, false) })
+}
+
+func testRunEndToEnd(t *testing.T, args []string, fast bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	env := map[string]string{"FEISHU_VERIFICATION_TOKEN": testToken, "CARDCALLBACK_ADMIN_TOKEN": testAdmin}
-	base, logs, wait := startRun(t, ctx, nil, env)
+	base, logs, wait := startRun(t, ctx, args, env)
 
 	card := readFixture(t, "card_v1_i18n.json")
 	req, _ := http.NewRequest("PUT", base+"/cards/om_e2e", bytes.NewReader(card))
@@ -110,6 +116,25 @@ func TestRunEndToEnd(t *testing.T) {
 	got, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	sameJSON(t, got, want)
+
+	// The click stayed on the fast path; the admin API's requests were
+	// handed to net/http.
+	req, _ = http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdmin)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	handoffs := regexp.MustCompile(`cardcallback_fast_path_handoffs_total\{reason="(\w+)"\} \d+`).FindAllStringSubmatch(string(metrics), -1)
+	var reasons []string
+	for _, h := range handoffs {
+		reasons = append(reasons, h[1])
+	}
+	if want := map[bool]string{true: "[route]", false: "[]"}[fast]; fmt.Sprint(reasons) != want {
+		t.Errorf("connections handed off for %v, want %s:\n%s", reasons, want, metrics)
+	}
 
 	cancel()
 	if err := wait(); err != nil {
@@ -176,8 +201,13 @@ func TestConfig(t *testing.T) {
 	}{
 		{"defaults", nil, nil, func(c *config) bool {
 			return c.addr == "127.0.0.1:8080" && c.path == "/webhook/card" && c.respondWithin == 2500*time.Millisecond &&
-				c.logicTimeout == 10*time.Minute && c.shutdownTimeout == 30*time.Second && c.feishuURL == "https://open.feishu.cn"
+				c.logicTimeout == 10*time.Minute && c.shutdownTimeout == 30*time.Second && c.feishuURL == "https://open.feishu.cn" &&
+				c.fastPath
 		}, ""},
+		{"fast path off", nil, map[string]string{"CARDCALLBACK_FAST_PATH": "false"}, func(c *config) bool { return !c.fastPath }, ""},
+		{"fast path flag over its variable", []string{"-fast-path=true"}, map[string]string{"CARDCALLBACK_FAST_PATH": "0"},
+			func(c *config) bool { return c.fastPath }, ""},
+		{"bad boolean in the environment", nil, map[string]string{"CARDCALLBACK_FAST_PATH": "sometimes"}, nil, `CARDCALLBACK_FAST_PATH: want true or false, got "sometimes"`},
 		{"environment", nil, map[string]string{"CARDCALLBACK_ADDR": "127.0.0.1:9", "CARDCALLBACK_PATH": "/cb",
 			"CARDCALLBACK_ALLOW": "ou_a, ou_b", "CARDCALLBACK_RESPOND_WITHIN": "2s", "FEISHU_BASE_URL": "https://open.larksuite.com/"},
 			func(c *config) bool {

@@ -28,6 +28,7 @@ type metrics struct {
 	storedRecord func() int // records in the store
 	connTimeouts counterVec // connections closed for a time limit, by phase
 	openConns    func() int // connections open
+	handoffs     counterVec // connections the fast path handed to net/http, by reason
 }
 
 // Buckets in seconds. The answer's make the platform's 3 s deadline and
@@ -49,6 +50,7 @@ func newMetrics() *metrics {
 		storedRecord: func() int { return 0 },
 		connTimeouts: counterVec{labels: []string{"phase"}},
 		openConns:    func() int { return 0 },
+		handoffs:     counterVec{labels: []string{"reason"}},
 	}
 }
 
@@ -169,6 +171,7 @@ func (m *metrics) writeProm(w *bytes.Buffer) {
 	hist("cardcallback_store_fsync_seconds", "Latency of the durable store's fdatasync (group commit).", m.fsync)
 	fmt.Fprintf(w, "# HELP cardcallback_open_connections Client connections open.\n# TYPE cardcallback_open_connections gauge\ncardcallback_open_connections %d\n", m.openConns())
 	counters("cardcallback_connection_timeouts_total", "Connections closed for a time limit, by phase: header, active or idle.", &m.connTimeouts)
+	counters("cardcallback_fast_path_handoffs_total", "Connections the fast path handed to net/http at a request that is not a plain callback, by reason: route, header or size.", &m.handoffs)
 }
 
 // vars is the expvar view of the same counters.
@@ -200,6 +203,7 @@ func (m *metrics) vars() any {
 		"store_fsync":            hist(m.fsync),
 		"open_connections":       m.openConns(),
 		"connection_timeouts":    counters(&m.connTimeouts),
+		"fast_path_handoffs":     counters(&m.handoffs),
 	}
 }
 

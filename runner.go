@@ -469,11 +469,17 @@ func (r *runner) pushAll(ctx context.Context, msg string, card []byte, late []la
 	}
 }
 
+// waitDone is closed once wg's count is zero.
+func waitDone(wg *sync.WaitGroup) <-chan struct{} {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
+
 // shutdown waits for running logic and pushes until ctx ends, then cancels
 // them: their outcome is recorded as failed ("interrupted by shutdown").
 func (r *runner) shutdown(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
+	done := waitDone(&r.wg)
 	select {
 	case <-done:
 		return nil

@@ -403,19 +403,39 @@ func TestSlowExecInProgressThenPush(t *testing.T) {
 // until the logic ends. Its in-progress answer must close it, or the
 // platform's next request on it would wait for the release.
 func TestInProgressAnswerClosesItsConnection(t *testing.T) {
+	t.Run("net/http", func(t *testing.T) {
+		testInProgressAnswerClosesItsConnection(t, func(t *testing.T, h http.Handler) string {
+			srv := httptest.NewServer(h)
+			t.Cleanup(srv.Close)
+			return srv.URL
+		})
+	})
+	t.Run("fast path", func(t *testing.T) {
+		testInProgressAnswerClosesItsConnection(t, func(t *testing.T, h http.Handler) string {
+			s := startFast(t, baseConfig().path, h, nil, nil)
+			t.Cleanup(func() {
+				if got := s.handedOff(); len(got) > 0 {
+					t.Errorf("handed connections to net/http: %v", got)
+				}
+			})
+			return "http://" + s.addr
+		})
+	})
+}
+
+func testInProgressAnswerClosesItsConnection(t *testing.T, serve func(*testing.T, http.Handler) string) {
 	g := newGate()
 	e := newEnv(t, g.logic, fastBudget)
 	card := []byte(`{"elements":[]}`)
 	e.putCard("om_1", card, "")
 	prog, _ := progressCard(card)
-	srv := httptest.NewServer(e.handler)
-	defer srv.Close()
-	defer close(g.release)                   // before srv.Close, which waits for the handler
+	url := serve(t, e.handler)
+	defer close(g.release)                   // before the server's end, which waits for the handler
 	hc := &http.Client{Timeout: time.Minute} // a safety net: a reused connection would block
 	post := func() (*http.Response, []byte) {
 		t.Helper()
 		r := e.request(Legacy, testClick("om_1"))
-		req, _ := http.NewRequest("POST", srv.URL+e.cfg.path, bytes.NewReader(r.Body))
+		req, _ := http.NewRequest("POST", url+e.cfg.path, bytes.NewReader(r.Body))
 		req.Header = r.Header
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -446,31 +466,77 @@ func TestInProgressAnswerClosesItsConnection(t *testing.T) {
 }
 
 // TestClickWhoseConnectionBrokeIsPushed: the logic of a first click goes
-// on when the platform stops waiting for its answer (its request's context
-// ends); the outcome reaches the card through the delayed update.
+// on when the platform stops waiting for its answer; the outcome reaches
+// the card through the delayed update. Through net/http, the request's
+// context ends; on the fast path, the client closes the connection.
 func TestClickWhoseConnectionBrokeIsPushed(t *testing.T) {
-	f := newFakeFeishu(t)
-	g := newGate()
-	e := newEnvWith(t, baseConfig(), newMemStore(), g.logic, f.client())
-	card := readFixture(t, "card_v1_i18n.json")
-	e.putCard("om_1", card, "")
-	pr := e.request(Legacy, testClick("om_1"))
-	ctx, cancel := context.WithCancel(context.Background())
-	req := httptest.NewRequestWithContext(ctx, "POST", e.cfg.path, bytes.NewReader(pr.Body))
-	req.Header = pr.Header
-	answered := make(chan *httptest.ResponseRecorder)
-	go func() { answered <- e.serve(req, func() { f.markAnswered("c-tok") }) }()
-	<-g.started
-	cancel()
-	close(g.release)
-	done, _ := doneCard(card)
-	wantAnswer(t, Legacy, <-answered, done, nil)
-	u := f.waitUpdate(t)
-	sameJSON(t, u.Card, done)
-	if u.Token != "c-tok" {
-		t.Errorf("pushed with token %q, want the click's c-tok", u.Token)
+	setup := func(t *testing.T) (*fakeFeishu, *gateLogic, *testEnv, []byte) {
+		f := newFakeFeishu(t)
+		g := newGate()
+		e := newEnvWith(t, baseConfig(), newMemStore(), g.logic, f.client())
+		card := readFixture(t, "card_v1_i18n.json")
+		e.putCard("om_1", card, "")
+		return f, g, e, card
 	}
+	wantPushed := func(t *testing.T, f *fakeFeishu, card []byte) {
+		done, _ := doneCard(card)
+		u := f.waitUpdate(t)
+		sameJSON(t, u.Card, done)
+		if u.Token != "c-tok" {
+			t.Errorf("pushed with token %q, want the click's c-tok", u.Token)
+		}
+	}
+	t.Run("net/http", func(t *testing.T) {
+		f, g, e, card := setup(t)
+		pr := e.request(Legacy, testClick("om_1"))
+		ctx, cancel := context.WithCancel(context.Background())
+		req := httptest.NewRequestWithContext(ctx, "POST", e.cfg.path, bytes.NewReader(pr.Body))
+		req.Header = pr.Header
+		answered := make(chan *httptest.ResponseRecorder)
+		go func() { answered <- e.serve(req, func() { f.markAnswered("c-tok") }) }()
+		<-g.started
+		cancel()
+		close(g.release)
+		done, _ := doneCard(card)
+		wantAnswer(t, Legacy, <-answered, done, nil)
+		wantPushed(t, f, card)
+	})
+	t.Run("fast path", func(t *testing.T) {
+		f, g, e, card := setup(t)
+		answered := make(chan struct{})
+		s := startFast(t, e.cfg.path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.handler.ServeHTTP(&onWrite{ResponseWriter: w, f: func() { f.markAnswered("c-tok") }}, r)
+			close(answered)
+		}), nil, nil)
+		pr := e.request(Legacy, testClick("om_1"))
+		req, _ := http.NewRequest("POST", "http://"+s.addr+e.cfg.path, bytes.NewReader(pr.Body))
+		req.Header = pr.Header
+		conn, _ := s.dial(t)
+		req.Write(conn)
+		<-g.started
+		conn.Close()
+		close(g.release)
+		<-answered
+		wantPushed(t, f, card)
+		if got := s.handedOff(); len(got) > 0 {
+			t.Errorf("handed off to net/http: %v", got)
+		}
+	})
 }
+
+// onWrite calls f before the first write of an answer.
+type onWrite struct {
+	http.ResponseWriter
+	f    func()
+	once sync.Once
+}
+
+func (w *onWrite) Write(b []byte) (int, error) {
+	w.once.Do(w.f)
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *onWrite) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
 
 func TestSlowLogicDoesNotHoldUpOtherButtons(t *testing.T) {
 	// Each first click runs its logic on its own handler's goroutine; one
