@@ -23,7 +23,7 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 # Unique requests prepared for a first-click run: more than it can send,
 # not many more, since each needs a stored 2 KB card in the server's heap.
-REQUESTS=${REQUESTS:-$((DURATION * 60000))}
+REQUESTS=${REQUESTS:-$((DURATION * 100000))}
 SERVER_CPU=${SERVER_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 PATHS=${PATHS:-"first repeat challenge new-first data-first"}
