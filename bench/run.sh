@@ -14,6 +14,7 @@
 #   ROUNDS=5 DURATION=5 bench/run.sh   # more, shorter rounds
 #   PATHS="repeat challenge" bench/run.sh
 #   BIN=/path/to/cardcallback bench/run.sh   # another build, e.g. to compare
+#   SERVER_FLAGS=-fast-path=false bench/run.sh   # flags for every callback server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,7 +50,8 @@ free $PORT $CEIL_PORT
 # data file would make the file system's journal flush it with every
 # fsync, which measures the disk, not the server.
 start_server() {
-  GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$work/cardcallback" -addr "127.0.0.1:$PORT" "$@" 2>/dev/null &
+  # shellcheck disable=SC2086 # SERVER_FLAGS is a list of flags
+  GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$work/cardcallback" -addr "127.0.0.1:$PORT" ${SERVER_FLAGS:-} "$@" 2>/dev/null &
   pids+=($!)
   wait_port "$PORT"
 }
