@@ -63,64 +63,81 @@ func (v headVerdict) String() string {
 	return "unknown"
 }
 
-// parseHead reads a request's head from b, the bytes read from the
-// connection so far. line is the request line the fast path serves
-// ("POST {path} HTTP/1.1\r\n"), and a head and body larger than limit
-// bytes are not its own.
-//
-// It takes a request only in the plainest form: CRLF line ends, header
+// headReader reads a request's head from the bytes read off the
+// connection so far, in the plainest form only: CRLF line ends, header
 // names that are tokens, values without control bytes, one Host, one
 // Content-Length of digits, no Transfer-Encoding, Expect or Upgrade, and
 // Connection either close or keep-alive. Anything else goes to net/http,
 // which answers it or refuses it as it would any request; the fast path
 // decides this before it reads a byte past the head, so net/http is
 // handed the connection at the request's first byte.
-func parseHead(b, line []byte, limit int) (h fastHead, v headVerdict) {
-	if n := min(len(b), len(line)); !bytes.Equal(b[:n], line[:n]) {
-		return h, headRoute
+//
+// Each call goes on from where the last one stopped, and looks at no byte
+// twice, so a head that arrives a byte at a time costs no more than one
+// that arrives whole.
+type headReader struct {
+	h              fastHead
+	pos            int // where the first line not read yet starts; 0 until the request line is in
+	scanned        int // how far from pos there is no line end
+	hosts, lengths int
+}
+
+// read reads the head from b, the bytes read from the connection so far,
+// the bytes given to the last call first. line is the request line the
+// fast path serves ("POST {path} HTTP/1.1\r\n"), and a head and body
+// larger than limit bytes are not its own. Once it has said anything but
+// headMore, r is done with this request.
+func (r *headReader) read(b, line []byte, limit int) headVerdict {
+	if r.pos == 0 {
+		if n := min(len(b), len(line)); !bytes.Equal(b[:n], line[:n]) {
+			return headRoute
+		}
+		if len(b) < len(line) {
+			return headMore
+		}
+		r.pos = len(line)
 	}
-	if len(b) < len(line) {
-		return h, headMore
-	}
-	hosts, lengths := 0, 0
-	for pos := len(line); ; {
-		i := bytes.IndexByte(b[pos:], '\n')
+	h := &r.h
+	for {
+		i := bytes.IndexByte(b[r.pos+r.scanned:], '\n')
 		if i < 0 {
 			if len(b) >= limit {
-				return h, headSize
+				return headSize
 			}
-			return h, headMore
+			r.scanned = len(b) - r.pos
+			return headMore
 		}
-		end := pos + i // the LF
-		if i == 0 || b[end-1] != '\r' {
-			return h, headOther // a bare LF: net/http reads it as a line end, RFC 9112 need not
+		end := r.pos + r.scanned + i // the LF
+		r.scanned = 0
+		if end == r.pos || b[end-1] != '\r' {
+			return headOther // a bare LF: net/http reads it as a line end, RFC 9112 need not
 		}
-		l, start := b[pos:end-1], pos
-		pos = end + 1
+		l, start := b[r.pos:end-1], r.pos
+		r.pos = end + 1
 		if len(l) == 0 {
-			h.n = pos
+			h.n = r.pos
 			break
 		}
 		colon := bytes.IndexByte(l, ':')
 		if colon <= 0 || !isToken(l[:colon]) {
-			return h, headOther
+			return headOther
 		}
 		vs, ve := trimOWS(l, colon+1)
 		if !isFieldValue(l[vs:ve]) {
-			return h, headOther
+			return headOther
 		}
 		name, val := l[:colon], l[vs:ve]
 		at := fieldAt{start + vs, start + ve, true}
 		switch {
 		case equalFold(name, "Content-Length"):
 			n, ok := digits(val)
-			if lengths++; !ok || lengths > 1 {
-				return h, headOther
+			if r.lengths++; !ok || r.lengths > 1 {
+				return headOther
 			}
 			h.contentLength = n
 		case equalFold(name, "Host"):
-			if hosts++; hosts > 1 || !isHost(val) {
-				return h, headOther
+			if r.hosts++; r.hosts > 1 || !isHost(val) {
+				return headOther
 			}
 			h.host = at
 		case equalFold(name, "Connection"):
@@ -128,10 +145,10 @@ func parseHead(b, line []byte, limit int) (h fastHead, v headVerdict) {
 			case equalFold(val, "close"):
 				h.close = true
 			case !equalFold(val, "keep-alive"):
-				return h, headOther
+				return headOther
 			}
 		case equalFold(name, "Transfer-Encoding"), equalFold(name, "Expect"), equalFold(name, "Upgrade"):
-			return h, headOther
+			return headOther
 		default:
 			for k, want := range callbackHeaders {
 				if !h.vals[k].set && equalFold(name, want) {
@@ -142,12 +159,19 @@ func parseHead(b, line []byte, limit int) (h fastHead, v headVerdict) {
 		}
 	}
 	if h.n+h.contentLength > limit {
-		return h, headSize
+		return headSize
 	}
-	if hosts != 1 || lengths != 1 {
-		return h, headOther
+	if r.hosts != 1 || r.lengths != 1 {
+		return headOther
 	}
-	return h, headFast
+	return headFast
+}
+
+// parseHead reads a head that is all in b (see headReader.read).
+func parseHead(b, line []byte, limit int) (fastHead, headVerdict) {
+	var r headReader
+	v := r.read(b, line, limit)
+	return r.h, v
 }
 
 // isToken reports whether b is an RFC 9110 token, as a header name must

@@ -129,6 +129,7 @@ func FuzzFastHead(f *testing.F) {
 	ref := startReferenceServer(f)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		h, v := parseHead(in, []byte(fastLine), fastReadSize)
+		checkPieces(t, in, h, v)
 		if v == headFast && len(in) < h.n+h.contentLength {
 			v = headMore // its body is not all in: a server would wait for it
 		}
@@ -159,6 +160,28 @@ func FuzzFastHead(f *testing.F) {
 			t.Fatalf("%q:\nnet/http read %+v\nthe fast path %+v", in, *got, want)
 		}
 	})
+}
+
+// checkPieces checks that a headReader fed in a byte at a time, as a
+// slow client sends it, stops where and as parseHead does on the bytes
+// it had by then, and that it ends as parseHead does on all of in (h, v).
+func checkPieces(t *testing.T, in []byte, h fastHead, v headVerdict) {
+	t.Helper()
+	var r headReader
+	for k := 1; k <= len(in); k++ {
+		got := r.read(in[:k], []byte(fastLine), fastReadSize)
+		if got == headMore {
+			continue
+		}
+		wantH, want := parseHead(in[:k], []byte(fastLine), fastReadSize)
+		if got != want || r.h != wantH {
+			t.Fatalf("%q a byte at a time: %v %+v after %d bytes, want %v %+v", in, got, r.h, k, want, wantH)
+		}
+		return
+	}
+	if v != headMore && len(in) > 0 || r.h != h && len(in) > 0 {
+		t.Fatalf("%q a byte at a time: still reading, want %v %+v", in, v, h)
+	}
 }
 
 // seenRequest is what a server read of a request, as FuzzFastHead
@@ -235,6 +258,23 @@ func (ref *referenceServer) serve(t *testing.T, in []byte) *seenRequest {
 	ref.mu.Lock()
 	defer ref.mu.Unlock()
 	return ref.seen
+}
+
+// BenchmarkReadHeadByteAtATime reads a 16 KB head that arrives a byte
+// at a time: its cost grows with the head, not with its square.
+func BenchmarkReadHeadByteAtATime(b *testing.B) {
+	in := []byte(fastLine + "Host: cb\r\nX-Pad: " + strings.Repeat("x", 8<<10) + "\r\n" + strings.Repeat("X-A: b\r\n", 900) + "Content-Length: 0\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		var r headReader
+		v := headMore
+		for k := 1; v == headMore; k++ {
+			v = r.read(in[:k], []byte(fastLine), fastReadSize)
+		}
+		if v != headFast {
+			b.Fatal(v)
+		}
+	}
 }
 
 // BenchmarkParseHead reads the head of a legacy click as the platform

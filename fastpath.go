@@ -293,19 +293,19 @@ func (c *fastConn) serve() {
 }
 
 // readHead reads until the head of the next request is in, or until
-// parseHead can tell that the request is not the fast path's.
+// headReader can tell that the request is not the fast path's.
 func (c *fastConn) readHead() (fastHead, headVerdict, error) {
+	var r headReader
 	for {
 		b, _ := c.br.Peek(c.br.Buffered())
 		if len(b) > 0 && c.state.Load() != connBusy {
 			c.state.Store(connBusy)
 		}
-		h, v := parseHead(b, c.fp.line, fastReadSize)
-		if v != headMore {
-			return h, v, nil
+		if v := r.read(b, c.fp.line, fastReadSize); v != headMore {
+			return r.h, v, nil
 		}
 		if _, err := c.br.Peek(len(b) + 1); err != nil {
-			return h, v, err
+			return r.h, headMore, err
 		}
 	}
 }
