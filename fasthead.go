@@ -36,7 +36,7 @@ type fieldAt struct {
 	set        bool
 }
 
-// headVerdict is what parseHead made of the bytes it was given.
+// headVerdict is what headReader made of the bytes it was given.
 type headVerdict uint8
 
 const (
@@ -165,13 +165,6 @@ func (r *headReader) read(b, line []byte, limit int) headVerdict {
 		return headOther
 	}
 	return headFast
-}
-
-// parseHead reads a head that is all in b (see headReader.read).
-func parseHead(b, line []byte, limit int) (fastHead, headVerdict) {
-	var r headReader
-	v := r.read(b, line, limit)
-	return r.h, v
 }
 
 // isToken reports whether b is an RFC 9110 token, as a header name must

@@ -14,6 +14,13 @@ import (
 
 const fastLine = "POST /webhook/card HTTP/1.1\r\n"
 
+// parseHead reads a head that is all in b (see headReader.read).
+func parseHead(b, line []byte, limit int) (fastHead, headVerdict) {
+	var r headReader
+	v := r.read(b, line, limit)
+	return r.h, v
+}
+
 // headCases are the rows of TestParseHead, and FuzzFastHead's seeds.
 var headCases = []struct {
 	name string

@@ -34,7 +34,7 @@ import (
 // deploy/): the fast path reads that shape off the connection, and at the
 // first request of any other shape hands the connection to net/http,
 // which serves it from that request's first byte on, as if it had
-// accepted it. parseHead decides, and takes only what net/http would
+// accepted it. headReader decides, and takes only what net/http would
 // read the same way.
 //
 // A fast connection keeps net/http's behaviour where a user sees it: the
@@ -53,6 +53,7 @@ type fastPath struct {
 	h         http.Handler
 	connState func(net.Conn, http.ConnState)
 	log       *slog.Logger
+	path      string
 	line      []byte // the request line served: "POST {path} HTTP/1.1\r\n"
 	handoff   chan net.Conn
 	// handedOff counts connections handed to net/http, by the verdict on
@@ -84,7 +85,7 @@ func newFastPath(ln net.Listener, path string, srv *http.Server, log *slog.Logge
 		state = func(net.Conn, http.ConnState) {}
 	}
 	return &fastPath{
-		ln: ln, h: srv.Handler, connState: state, log: log,
+		ln: ln, h: srv.Handler, connState: state, log: log, path: path,
 		line:      []byte("POST " + path + " HTTP/1.1\r\n"),
 		handoff:   make(chan net.Conn),
 		handedOff: func(headVerdict) {},
@@ -231,9 +232,8 @@ func newFastConn(fp *fastPath, nc net.Conn) *fastConn {
 	c.w = fastWriter{bw: buf.w, h: make(http.Header), dates: &fp.dates, stopping: &fp.stopping}
 	base, cancel := context.WithCancel(context.Background())
 	c.ctx = &connContext{Context: base, cancel: cancel, conn: nc}
-	path := string(fp.line[len("POST ") : len(fp.line)-len(" HTTP/1.1\r\n")])
 	c.req = (&http.Request{
-		Method: http.MethodPost, URL: &url.URL{Path: path}, RequestURI: path,
+		Method: http.MethodPost, URL: &url.URL{Path: fp.path}, RequestURI: fp.path,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: nc.RemoteAddr().String(),
 		Header: c.hdr, Body: &c.body,
 	}).WithContext(c.ctx)
