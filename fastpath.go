@@ -326,15 +326,26 @@ func (c *fastConn) handOff(v headVerdict) bool {
 // reports whether the connection can carry another, or whether the
 // handler panicked.
 func (c *fastConn) serveOne(h *fastHead, all []byte) (keep, aborted bool) {
-	head := string(all[:h.n]) // one string for every value the handler reads
+	// One string holds every value the handler reads, Host first.
+	n := h.host.end - h.host.start
+	for _, at := range h.vals {
+		n += at.end - at.start
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	sb.Write(all[h.host.start:h.host.end])
+	for _, at := range h.vals {
+		sb.Write(all[at.start:at.end])
+	}
+	vals := sb.String()
+	c.req.Host, vals = vals[:h.host.end-h.host.start], vals[h.host.end-h.host.start:]
 	clear(c.hdr)
 	for i, at := range h.vals {
 		if at.set {
-			c.vals[i][0] = head[at.start:at.end]
+			c.vals[i][0], vals = vals[:at.end-at.start], vals[at.end-at.start:]
 			c.hdr[callbackHeaders[i]] = c.vals[i][:]
 		}
 	}
-	c.req.Host = head[h.host.start:h.host.end]
 	c.req.ContentLength = int64(h.contentLength)
 	c.req.Close = h.close
 	c.body.Reset(all[h.n:])

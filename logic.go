@@ -161,7 +161,15 @@ type liveContext struct {
 }
 
 func newLogicContext(parent context.Context, start time.Time, timeout time.Duration) *logicContext {
-	return &logicContext{parent: parent, deadline: start.Add(timeout), timeout: timeout}
+	c := new(logicContext)
+	c.init(parent, start, timeout)
+	return c
+}
+
+// init makes c the context of a run that started at start, in place: the
+// runner keeps it in the run's flight, which it allocates anyway.
+func (c *logicContext) init(parent context.Context, start time.Time, timeout time.Duration) {
+	c.parent, c.deadline, c.timeout = parent, start.Add(timeout), timeout
 }
 
 // real returns the context that carries the timer and the parent's

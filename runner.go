@@ -87,9 +87,12 @@ type flightKey struct {
 // flight is one run of the logic for one key.
 type flight struct {
 	key   flightKey
-	click Click         // the click that runs the logic
-	reqID string        // that click's request id, for the logic's log lines
-	done  chan struct{} // closed when the outcome below is set
+	click Click // the click that runs the logic
+	// ctx is the runner's context with that click's request id: the
+	// logic's, its outcome's log lines' and its pushes'.
+	ctx  requestContext
+	lctx logicContext  // the logic's own, under ctx
+	done chan struct{} // closed when the outcome below is set
 
 	mu       sync.Mutex
 	finished bool
@@ -168,7 +171,8 @@ func (r *runner) click(ctx context.Context, c Click, start time.Time, s sender) 
 		r.mu.Unlock()
 		return r.repeat(c, rec)
 	}
-	f := &flight{key: fk, click: c, reqID: requestID(ctx), done: make(chan struct{})}
+	f := &flight{key: fk, click: c, done: make(chan struct{})}
+	f.ctx = requestContext{Context: r.bg, id: requestID(ctx)}
 	r.flights[fk] = f
 	r.wg.Add(1)
 	r.mu.Unlock()
@@ -269,7 +273,7 @@ func (r *runner) run(ctx context.Context, f *flight, rec *Record, start time.Tim
 		go func() {
 			defer r.wg.Done()
 			card := out.card()
-			r.pushAll(contextWithRequestID(r.bg, f.reqID), f.key.msg, card, late, isExclusive(card))
+			r.pushAll(&f.ctx, f.key.msg, card, late, isExclusive(card))
 		}()
 	}
 	if own != nil {
@@ -364,9 +368,7 @@ func (o outcome) card() []byte {
 // the waiters.
 func (r *runner) execute(f *flight) outcome {
 	fk, c := f.key, f.click
-	// The logic's context, and the one its outcome is logged with: the
-	// runner's, carrying the click's request id.
-	ctx := contextWithRequestID(r.bg, f.reqID)
+	ctx := &f.ctx
 	started := r.now()
 	st := ClickState{Key: fk.ClickKey, Status: StatusRunning, Operator: c.OpenID, Started: started}
 	// Nothing waits on "running" reaching the disk: it goes with the
@@ -377,7 +379,8 @@ func (r *runner) execute(f *flight) outcome {
 		err = fmt.Errorf("cannot record the click: %w", err)
 		st.Finished = r.now()
 	} else {
-		lctx := newLogicContext(ctx, started, r.logicTimeout)
+		lctx := &f.lctx
+		lctx.init(ctx, started, r.logicTimeout)
 		err = safeRun(lctx, r.logic, c)
 		lctx.release()
 		st.Finished = r.now()
