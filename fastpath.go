@@ -284,10 +284,16 @@ func (c *fastConn) serve() {
 			return // nothing more is sent, as net/http sends nothing more
 		}
 		c.br.Discard(len(all))
-		if c.w.bw.Flush() != nil || !keep || c.fp.stopping.Load() {
+		if c.w.bw.Flush() != nil || !keep {
 			return
 		}
 		c.state.Store(connIdle)
+		if c.fp.stopping.Load() {
+			// shutdown began after the check above, and may have found
+			// the connection busy: it would wait for a request that is
+			// not coming.
+			return
+		}
 		c.fp.connState(c.nc, http.StateIdle)
 	}
 }
@@ -313,9 +319,9 @@ func (c *fastConn) readHead() (fastHead, headVerdict, error) {
 // handOff gives the connection, and the bytes read from it, to net/http;
 // it reports false if the server no longer accepts.
 func (c *fastConn) handOff(v headVerdict) bool {
-	c.fp.handedOff(v)
 	select {
 	case c.fp.handoff <- &handedConn{c.nc, c.br}:
+		c.fp.handedOff(v)
 		return true
 	case <-c.fp.closed:
 		return false
