@@ -243,7 +243,9 @@ func digits(b []byte) (int, bool) {
 	return n, true
 }
 
-// equalFold reports whether b is s, ignoring ASCII case.
+// equalFold reports whether b is s, ignoring ASCII case only, as net/http
+// compares header names and tokens: bytes.EqualFold folds Unicode too, and
+// would take "cloſe" (a long s) for "close".
 func equalFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false

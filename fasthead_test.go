@@ -78,6 +78,7 @@ var headCases = []struct {
 	{"Expect", fastLine + "Host: cb\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}", headOther},
 	{"Upgrade", fastLine + "Host: cb\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nContent-Length: 2\r\n\r\n{}", headOther},
 	{"another Connection", fastLine + "Host: cb\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\n{}", headOther},
+	{"a Connection that folds to close in Unicode only", fastLine + "Host: cb\r\nConnection: clo\xc5\xbfe\r\nContent-Length: 2\r\n\r\n{}", headOther},
 	{"no Host", fastLine + "Content-Length: 2\r\n\r\n{}", headOther},
 	{"two Hosts", fastLine + "Host: a\r\nHost: b\r\nContent-Length: 2\r\n\r\n{}", headOther},
 	{"a Host with a path", fastLine + "Host: cb/x\r\nContent-Length: 2\r\n\r\n{}", headOther},
@@ -186,7 +187,7 @@ func checkPieces(t *testing.T, in []byte, h fastHead, v headVerdict) {
 		}
 		return
 	}
-	if v != headMore && len(in) > 0 || r.h != h && len(in) > 0 {
+	if len(in) > 0 && (v != headMore || r.h != h) {
 		t.Fatalf("%q a byte at a time: still reading, want %v %+v", in, v, h)
 	}
 }
