@@ -160,12 +160,6 @@ type liveContext struct {
 	cancel context.CancelFunc
 }
 
-func newLogicContext(parent context.Context, start time.Time, timeout time.Duration) *logicContext {
-	c := new(logicContext)
-	c.init(parent, start, timeout)
-	return c
-}
-
 // init makes c the context of a run that started at start, in place: the
 // runner keeps it in the run's flight, which it allocates anyway.
 func (c *logicContext) init(parent context.Context, start time.Time, timeout time.Duration) {

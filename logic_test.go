@@ -13,6 +13,14 @@ import (
 	"time"
 )
 
+// newLogicContext is the context of a run of the logic that started at
+// start, as the runner makes it in a flight.
+func newLogicContext(parent context.Context, start time.Time, timeout time.Duration) *logicContext {
+	c := new(logicContext)
+	c.init(parent, start, timeout)
+	return c
+}
+
 func testEnviron() []string {
 	return []string{"PATH=" + os.Getenv("PATH"), "KEEP_ME=1", "FEISHU_APP_SECRET=app-secret", "FEISHU_VERIFICATION_TOKEN=x",
 		"CARDCALLBACK_ADMIN_TOKEN=adm", "CARD_OPEN_ID=stale"}

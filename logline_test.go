@@ -10,6 +10,11 @@ import (
 	"time"
 )
 
+// contextWithRequestID is ctx carrying the request id id.
+func contextWithRequestID(ctx context.Context, id string) context.Context {
+	return &requestContext{Context: ctx, id: id}
+}
+
 // slogLine is what slog's own handler writes for a record, with the request
 // id added last as urgentHandler does.
 func slogLine(t testing.TB, json bool, tm time.Time, level slog.Level, msg string, attrs []slog.Attr, id string) string {

@@ -91,10 +91,6 @@ func (c *requestContext) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-func contextWithRequestID(ctx context.Context, id string) context.Context {
-	return &requestContext{Context: ctx, id: id}
-}
-
 func requestID(ctx context.Context) string {
 	if c, ok := ctx.Value(requestIDKey{}).(*requestContext); ok {
 		return c.id
