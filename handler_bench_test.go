@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -159,3 +161,75 @@ func BenchmarkCallback(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkFastPath measures a callback through the fast path's
+// connection loop and the handler: the request read off a connection,
+// its head read, the answer written back, in process. The connection
+// feeds the same request again each time the loop asks for more, and
+// every answer is checked: 200, the card, and the first answer's length.
+func BenchmarkFastPath(b *testing.B) {
+	e := benchEnv(b)
+	card := card2K(0)
+	e.store.Update("om_1", func(cur *Record) *Record { return cur.withCard(card, renderDone(card), nil, time.Now()) })
+	repeat := e.request(Legacy, testClick("om_1"))
+	benchServer := newBenchServer(e.handler, e.cfg.path)
+	benchServer.serve(b, repeat, answer(Legacy, &toastDone, renderDone(card)).bytes()) // the first click
+	for _, tc := range []struct {
+		name string
+		r    platformRequest
+		want []byte
+	}{
+		{"legacy-repeat", repeat, answer(Legacy, &toastRepeat, renderDone(card)).bytes()},
+		{"challenge", platformRequest{Body: challengeBody("5634b122-c042-4634-bc7f-b07a3c3e77ad", testToken), Header: http.Header{}},
+			[]byte(`{"challenge":"5634b122-c042-4634-bc7f-b07a3c3e77ad"}`)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			req, _ := http.NewRequest("POST", "http://cb"+e.cfg.path, bytes.NewReader(tc.r.Body))
+			req.Header = tc.r.Header.Clone()
+			req.Header.Set("X-Request-Id", "bench-1") // a constant id: answers of one length
+			var raw bytes.Buffer
+			req.Write(&raw)
+			conn := &loopConn{b: b, req: raw.Bytes(), want: tc.want}
+			fp := newFastPath(nil, e.cfg.path, &http.Server{Handler: e.handler}, slog.New(slog.DiscardHandler))
+			c := newFastConn(fp, conn)
+			fp.wg.Add(1)
+			b.ReportAllocs()
+			c.serve() // until loopConn says the loop is done
+			if conn.answers == 0 {
+				b.Fatal("no answer")
+			}
+		})
+	}
+}
+
+// loopConn is a connection that sends its request again whenever it is
+// read, as long as b.Loop goes on, and checks each answer written to it.
+type loopConn struct {
+	net.Conn
+	b       *testing.B
+	req     []byte
+	want    []byte // the answer's body
+	length  int    // the first answer's length
+	answers int
+}
+
+func (c *loopConn) Read(p []byte) (int, error) {
+	if !c.b.Loop() {
+		return 0, io.EOF
+	}
+	return copy(p, c.req), nil
+}
+
+func (c *loopConn) Write(p []byte) (int, error) {
+	if c.length == 0 {
+		c.length = len(p)
+	}
+	if !bytes.HasPrefix(p, []byte("HTTP/1.1 200 OK\r\n")) || !bytes.HasSuffix(p, c.want) || len(p) != c.length {
+		c.b.Fatalf("answer %d: got %q, want 200 ending in %s, %d bytes", c.answers, p, c.want, c.length)
+	}
+	c.answers++
+	return len(p), nil
+}
+
+func (c *loopConn) Close() error         { return nil }
+func (c *loopConn) RemoteAddr() net.Addr { return &net.TCPAddr{} }
