@@ -55,9 +55,10 @@ type fastPath struct {
 	log       *slog.Logger
 	path      string
 	line      []byte // the request line served: "POST {path} HTTP/1.1\r\n"
-	handoff   chan net.Conn
+	handoff   chan handoff
 	// handedOff counts connections handed to net/http, by the verdict on
-	// the request they were handed over at.
+	// the request they were handed over at. Accept calls it before net/http
+	// has the connection, so it has counted before net/http answers.
 	handedOff func(headVerdict)
 	dates     dateCache
 
@@ -87,7 +88,7 @@ func newFastPath(ln net.Listener, path string, srv *http.Server, log *slog.Logge
 	return &fastPath{
 		ln: ln, h: srv.Handler, connState: state, log: log, path: path,
 		line:      []byte("POST " + path + " HTTP/1.1\r\n"),
-		handoff:   make(chan net.Conn),
+		handoff:   make(chan handoff),
 		handedOff: func(headVerdict) {},
 		closed:    make(chan struct{}),
 		conns:     make(map[*fastConn]struct{}),
@@ -97,8 +98,9 @@ func newFastPath(ln net.Listener, path string, srv *http.Server, log *slog.Logge
 // Accept yields the next connection handed to net/http.
 func (fp *fastPath) Accept() (net.Conn, error) {
 	select {
-	case c := <-fp.handoff:
-		return c, nil
+	case h := <-fp.handoff:
+		fp.handedOff(h.verdict)
+		return h.conn, nil
 	case <-fp.closed:
 		if fp.acceptErr != nil {
 			return nil, fp.acceptErr
@@ -320,8 +322,7 @@ func (c *fastConn) readHead() (fastHead, headVerdict, error) {
 // it reports false if the server no longer accepts.
 func (c *fastConn) handOff(v headVerdict) bool {
 	select {
-	case c.fp.handoff <- &handedConn{c.nc, c.br}:
-		c.fp.handedOff(v)
+	case c.fp.handoff <- handoff{&handedConn{c.nc, c.br}, v}:
 		return true
 	case <-c.fp.closed:
 		return false
@@ -368,6 +369,13 @@ func (c *fastConn) serveOne(h *fastHead, all []byte) (keep, aborted bool) {
 	}()
 	c.fp.h.ServeHTTP(&c.w, c.req)
 	return c.w.finish(), false
+}
+
+// handoff is a connection on its way to net/http, with the verdict on the
+// request it is handed over at.
+type handoff struct {
+	conn    *handedConn
+	verdict headVerdict
 }
 
 // handedConn is a connection handed to net/http: it reads what the fast
