@@ -14,11 +14,13 @@ func TestGCPercent(t *testing.T) {
 		want int
 	}{
 		{0, 100},
-		{10 * mb, 100},  // small: the default, at least 64 MB of headroom anyway
-		{64 * mb, 100},  // the floor is the whole heap
+		{10 * mb, 100},  // small: Go's default
+		{64 * mb, 100},  // the headroom is the whole heap
 		{128 * mb, 50},  // 64 MB of headroom
-		{256 * mb, 25},  // a quarter from here on
-		{1024 * mb, 25}, // 1 GB of cards: 256 MB of headroom, not 1 GB
+		{640 * mb, 10},  // still 64 MB
+		{2560 * mb, 2},  // 2.5 GB of cards: 51 MB, the nearest below
+		{6400 * mb, 1},  // the least a percent can give
+		{20000 * mb, 1}, // 200 MB: no less than 1%
 	} {
 		if got := gcPercent(tc.live); got != tc.want {
 			t.Errorf("gcPercent(%d MB): got %d, want %d", tc.live/mb, got, tc.want)
@@ -38,16 +40,16 @@ func TestPaceGC(t *testing.T) {
 			case asked <- struct{}{}:
 			default:
 			}
-			return 1 << 30
+			return 640 << 20
 		})
 		close(done)
 	}()
 	<-asked
 	<-asked // the first answer has been acted on
-	if p := debug.SetGCPercent(-1); p != 25 {
-		t.Errorf("GOGC %d with 1 GB live, want 25", p)
+	if p := debug.SetGCPercent(-1); p != 10 {
+		t.Errorf("GOGC %d with 640 MB live, want 10", p)
 	}
-	debug.SetGCPercent(25)
+	debug.SetGCPercent(10)
 	cancel()
 	<-done
 	if p := debug.SetGCPercent(100); p != 100 {
