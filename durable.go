@@ -35,7 +35,12 @@ import (
 // older build refuses them instead of taking a state frame for damage.
 //
 // A write is acknowledged once its frame is on disk (fdatasync); writers
-// that arrive while a sync runs share the next one (group commit). On open
+// that arrive while a sync runs share the next one (group commit). The
+// file is kept ahead of the log by zeros written in advance (preallocStep):
+// a frame written over blocks the file already has is synced without a
+// change to the file's size or its blocks, which spares each sync a
+// commit of the file system's journal. The zeros past the last frame are
+// free space, at open as after a crash; a clean close cuts them off. On open
 // the log is replayed into memory; reads never touch the disk. When the
 // log's dead bytes outnumber its live ones the log is rewritten with only
 // live records and renamed into place.
@@ -95,6 +100,8 @@ type fileStore struct {
 
 	fileMu     sync.Mutex // the log file and the compaction tail
 	f          *os.File
+	off        int64  // where the log's frames end in f, and the next are written
+	size       int64  // f's size: zeros from off on
 	tail       []byte // frames written while a compaction copies; nil otherwise
 	compacting bool   // guarded by mu
 }
@@ -164,6 +171,10 @@ func (s *fileStore) load(repair bool) error {
 	case errors.Is(damage, errNotOurs):
 		f.Close()
 		return fmt.Errorf("%s is not a cardcallback data file (%v); refusing to touch it", s.path, damage)
+	case damage != nil && zeros(f, end, size):
+		// Space written ahead of the log (preallocStep), or zeros a file
+		// system left after a crash: nothing was lost, and the log goes
+		// on over them.
 	case damage != nil && !isTornTail(f, end, size):
 		if !repair {
 			f.Close()
@@ -174,9 +185,11 @@ func (s *fileStore) load(repair bool) error {
 		if f, err = s.repairTo(end); err != nil {
 			return err
 		}
+		size = end
 		s.log.Warn("data file repaired: kept the valid prefix, moved the damaged file aside",
 			"path", s.path, "offset", end, "records", s.recs.len(), "aside", s.path+".damaged")
 	case end < size:
+		size = end
 		s.log.Warn("cutting off a torn write at the end of the data file (a crash mid-write; it was never acknowledged)",
 			"path", s.path, "offset", end, "bytes", size-end)
 		err := f.Truncate(end)
@@ -206,11 +219,7 @@ func (s *fileStore) load(repair bool) error {
 		}
 		end = max(end, int64(len(fileMagic)))
 	}
-	if _, err := f.Seek(end, io.SeekStart); err != nil {
-		f.Close()
-		return err
-	}
-	s.f, s.logBytes = f, end-int64(len(fileMagic))
+	s.f, s.off, s.size, s.logBytes = f, end, max(size, end), end-int64(len(fileMagic))
 	return nil
 }
 
@@ -290,19 +299,22 @@ func replay(f *os.File, size int64, recs *table) (end int64, v1 bool, damage err
 
 // isTornTail reports whether the invalid bytes from end to size can be a
 // write cut short by a crash: one frame that runs to (or past) the end of
-// the file, or zeros a file system left after a crash.
+// the file or into the zeros written ahead of the log.
 func isTornTail(f *os.File, end, size int64) bool {
 	var hdr [8]byte
 	n, _ := f.ReadAt(hdr[:], end)
 	if n < 8 {
 		return true
 	}
-	if l := int64(binary.LittleEndian.Uint32(hdr[0:4])); l > 0 && l <= maxFrame && end+8+l >= size {
-		return true
-	}
+	l := int64(binary.LittleEndian.Uint32(hdr[0:4]))
+	return l > 0 && l <= maxFrame && (end+8+l >= size || zeros(f, end+8+l, size))
+}
+
+// zeros reports whether f holds only zeros from off to size.
+func zeros(f *os.File, off, size int64) bool {
 	buf := make([]byte, 64<<10)
-	for off := end; off < size; {
-		n, err := f.ReadAt(buf, off)
+	for off < size {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
 		for _, b := range buf[:n] {
 			if b != 0 {
 				return false
@@ -310,7 +322,7 @@ func isTornTail(f *os.File, end, size int64) bool {
 		}
 		off += int64(n)
 		if err != nil {
-			break
+			return off >= size
 		}
 	}
 	return true
@@ -513,8 +525,10 @@ func (s *fileStore) flush() {
 
 	s.fileMu.Lock()
 	start := time.Now()
-	_, err := s.f.Write(buf)
+	s.preallocate(int64(len(buf)))
+	_, err := s.f.WriteAt(buf, s.off)
 	if err == nil {
+		s.off += int64(len(buf))
 		err = syscall.Fdatasync(int(s.f.Fd()))
 	}
 	if s.onSync != nil {
@@ -538,6 +552,37 @@ func (s *fileStore) flush() {
 
 	if err == nil && s.startCompaction(s.tooManyDead) {
 		s.runCompaction()
+	}
+}
+
+// preallocStep is how far the file is kept ahead of the log: zeros are
+// written preallocStep past what a write needs once it does not fit. On
+// the benchmark's disk, 10 s runs of first clicks on 300,000 cards went
+// from 16,400–18,700 a second to 19,200–23,700 with the file kept 8 MB
+// ahead. A done click writes its 2 KB card again, so under such a load
+// the zeros cost a write of 8 MB several times a second, each paid by
+// the batch that needs them: larger steps pay less often and longer.
+const preallocStep = 8 << 20
+
+// zeroBlock is what the file is kept ahead with.
+var zeroBlock [1 << 20]byte
+
+// preallocate makes room in the file for n bytes at the log's end. The
+// zeros reach the disk with the sync that follows, which pays for them
+// once every preallocStep bytes. A failure (a full disk, say) is left to
+// the write that follows to report. Called with s.fileMu held.
+func (s *fileStore) preallocate(n int64) {
+	if s.off+n <= s.size {
+		return
+	}
+	to := s.off + n + preallocStep
+	for at := max(s.size, s.off); at < to; {
+		k, err := s.f.WriteAt(zeroBlock[:min(int64(len(zeroBlock)), to-at)], at)
+		at += int64(k)
+		s.size = max(s.size, at)
+		if err != nil {
+			return
+		}
 	}
 }
 
@@ -621,7 +666,8 @@ func (s *fileStore) compact() (err error) {
 	}
 	// From the rename on, the new file is the log, whatever follows.
 	old := s.f
-	s.f, s.tail = tmp, nil
+	s.off = int64(len(fileMagic)) + written + int64(len(s.tail))
+	s.f, s.size, s.tail = tmp, s.off, nil
 	s.fileMu.Unlock()
 	old.Close()
 	s.mu.Lock()
@@ -661,7 +707,12 @@ func (s *fileStore) Close() error {
 	close(s.stop)
 	s.wg.Wait()
 	s.fileMu.Lock()
-	err := s.f.Close()
+	// The zeros ahead of the log go, so that a file closed cleanly ends
+	// with its last frame; one that is left with them reads the same.
+	err := s.f.Truncate(s.off)
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
 	s.fileMu.Unlock()
 	s.lock.Close()
 	return err

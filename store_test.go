@@ -142,7 +142,9 @@ func TestFileStoreTornTail(t *testing.T) {
 		{"half a header", frame[:5]},
 		{"header and half the payload", frame[:len(frame)-4]},
 		{"whole frame, last byte wrong", append(append([]byte{}, frame[:len(frame)-1]...), frame[len(frame)-1]^0xff)},
-		{"zeros", make([]byte, 4096)},
+		// Written into the zeros ahead of the log (preallocStep).
+		{"half a frame, then zeros", append(append([]byte{}, frame[:len(frame)-4]...), make([]byte, 4096)...)},
+		{"whole frame, last byte wrong, then zeros", append(append(append([]byte{}, frame[:len(frame)-1]...), frame[len(frame)-1]^0xff), make([]byte, 4096)...)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "cards.db")
@@ -169,6 +171,43 @@ func TestFileStoreTornTail(t *testing.T) {
 				t.Error("a write after the cut was lost")
 			}
 		})
+	}
+}
+
+// TestFileStoreZerosAhead: the file is kept ahead of the log with zeros,
+// which a crash leaves in place; they read as free space, with no warning,
+// and a clean close cuts them off.
+func TestFileStoreZerosAhead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cards.db")
+	s, _ := openTestStore(t, path, false)
+	fillStore(t, s)
+	want := snapshot(s)
+	frames := s.off
+	if fi, _ := os.Stat(path); fi.Size() < preallocStep || fi.Size() <= frames {
+		t.Fatalf("file of %d bytes with the log ending at %d: not kept ahead", fi.Size(), frames)
+	}
+	// A copy made now is the file as a crash would leave it.
+	crashed, _ := os.ReadFile(path)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != frames {
+		t.Errorf("closed file of %d bytes, want %d: the zeros ahead stay", fi.Size(), frames)
+	}
+	os.WriteFile(path, crashed, 0o600)
+
+	s, logs := openTestStore(t, path, false)
+	sameRecords(t, snapshot(s), want)
+	if logs.String() != "" {
+		t.Errorf("warned about free space:\n%s", logs)
+	}
+	put(t, s, "om_after", `{}`)
+	if fi, _ := os.Stat(path); fi.Size() != int64(len(crashed)) {
+		t.Errorf("the write went elsewhere than into the zeros: %d bytes, want %d", fi.Size(), len(crashed))
+	}
+	s = reopen(t, s, path)
+	if _, ok := s.Get("om_after"); !ok || s.Len() != len(want)+1 {
+		t.Error("a write into the zeros was lost")
 	}
 }
 
