@@ -159,8 +159,8 @@ func TestFileStoreTornTail(t *testing.T) {
 
 			s, logs := openTestStore(t, path, false)
 			sameRecords(t, snapshot(s), want)
-			if !strings.Contains(logs.String(), "torn write") {
-				t.Errorf("no warning about the torn tail:\n%s", logs)
+			if !strings.Contains(logs.String(), "torn write") || !strings.Contains(logs.String(), fmt.Sprintf("bytes=%d", len(tc.tail))) {
+				t.Errorf("no warning about the torn tail's %d bytes:\n%s", len(tc.tail), logs)
 			}
 			if after, _ := os.Stat(path); after.Size() != before.Size() {
 				t.Errorf("size after the cut: %d, want %d", after.Size(), before.Size())
@@ -208,6 +208,22 @@ func TestFileStoreZerosAhead(t *testing.T) {
 	s = reopen(t, s, path)
 	if _, ok := s.Get("om_after"); !ok || s.Len() != len(want)+1 {
 		t.Error("a write into the zeros was lost")
+	}
+}
+
+// TestFileStoreZerosThenData: bytes after the zeros were never written
+// ahead of the log by the store, so the file is damaged, not torn.
+func TestFileStoreZerosThenData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cards.db")
+	s, _ := openTestStore(t, path, false)
+	fillStore(t, s)
+	s.Close()
+	frame := appendFrame(nil, "om_x", &Record{Card: []byte(`{}`)})
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.Write(append(append(frame[:len(frame)-2:len(frame)-2], make([]byte, 4096)...), frame...))
+	f.Close()
+	if _, err := openFileStore(path, false, 0, slog.New(slog.DiscardHandler)); !errors.Is(err, errDamaged) {
+		t.Errorf("got %v, want the file reported damaged", err)
 	}
 }
 
