@@ -27,8 +27,8 @@ import (
 // live heap (625 MB) 5.7–5.9 ms.
 const gcHeadroom = 64 << 20
 
-// gcPercent is the GOGC that gives a heap with live bytes gcHeadroom, as
-// near as a whole percent can: at most 100 (Go's default, for a small
+// gcPercent is the GOGC that gives a heap with live bytes gcHeadroom,
+// rounded down to a whole percent: at most 100 (Go's default, for a small
 // heap), at least 1 (above 6.4 GB live, the headroom is 1% of it).
 func gcPercent(live uint64) int {
 	if live <= gcHeadroom {
