@@ -147,23 +147,14 @@ func TestFileStoreTornTail(t *testing.T) {
 		{"whole frame, last byte wrong, then zeros", append(append(append([]byte{}, frame[:len(frame)-1]...), frame[len(frame)-1]^0xff), make([]byte, 4096)...)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "cards.db")
-			s, _ := openTestStore(t, path, false)
-			fillStore(t, s)
-			want := snapshot(s)
-			s.Close()
-			before, _ := os.Stat(path)
-			f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-			f.Write(tc.tail)
-			f.Close()
-
+			path, want, size := filledWithTail(t, tc.tail)
 			s, logs := openTestStore(t, path, false)
 			sameRecords(t, snapshot(s), want)
 			if !strings.Contains(logs.String(), "torn write") || !strings.Contains(logs.String(), fmt.Sprintf("bytes=%d", len(tc.tail))) {
 				t.Errorf("no warning about the torn tail's %d bytes:\n%s", len(tc.tail), logs)
 			}
-			if after, _ := os.Stat(path); after.Size() != before.Size() {
-				t.Errorf("size after the cut: %d, want %d", after.Size(), before.Size())
+			if after, _ := os.Stat(path); after.Size() != size {
+				t.Errorf("size after the cut: %d, want %d", after.Size(), size)
 			}
 			put(t, s, "om_after", `{}`)
 			s = reopen(t, s, path)
@@ -172,6 +163,33 @@ func TestFileStoreTornTail(t *testing.T) {
 			}
 		})
 	}
+}
+
+// filledWithTail writes fillStore's records to a new data file, closes it
+// and appends tail, as a crash could leave it. It returns the file, the
+// records and the file's size before tail.
+func filledWithTail(t *testing.T, tail []byte) (path string, want map[string]*Record, size int64) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "cards.db")
+	s, _ := openTestStore(t, path, false)
+	fillStore(t, s)
+	want = snapshot(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err == nil {
+		_, err = f.Write(tail)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, want, fi.Size()
 }
 
 // TestFileStoreZerosAhead: the file is kept ahead of the log with zeros,
@@ -214,14 +232,8 @@ func TestFileStoreZerosAhead(t *testing.T) {
 // TestFileStoreZerosThenData: bytes after the zeros were never written
 // ahead of the log by the store, so the file is damaged, not torn.
 func TestFileStoreZerosThenData(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "cards.db")
-	s, _ := openTestStore(t, path, false)
-	fillStore(t, s)
-	s.Close()
 	frame := appendFrame(nil, "om_x", &Record{Card: []byte(`{}`)})
-	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	f.Write(append(append(frame[:len(frame)-2:len(frame)-2], make([]byte, 4096)...), frame...))
-	f.Close()
+	path, _, _ := filledWithTail(t, append(append(frame[:len(frame)-2:len(frame)-2], make([]byte, 4096)...), frame...))
 	if _, err := openFileStore(path, false, 0, slog.New(slog.DiscardHandler)); !errors.Is(err, errDamaged) {
 		t.Errorf("got %v, want the file reported damaged", err)
 	}
